@@ -1,0 +1,28 @@
+# Set-up is part of every target: a fresh machine needs only python3 (3.10+) with venv, and make.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# The CPU wheel that these machines carry; an unpinned torch would pull gigabytes of CUDA packages.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)  ## the main job: the whole data path on the bundled corpus with an embedded S3 endpoint
+	$(VENV)/bin/pretrainjob demo
+
+test: $(STAMP)  ## lint, then the whole test suite
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest
+
+bench: $(STAMP)  ## print throughput figures (see benchmarks/)
+	$(PY) benchmarks/prepare_throughput.py
+	$(PY) benchmarks/loader_throughput.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

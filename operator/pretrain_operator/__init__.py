@@ -1,0 +1,1 @@
+"""pretrain-operator's control plane: the kopf controller for the PretrainJob custom resource."""

@@ -1,0 +1,47 @@
+"""The install must never shadow the standard library's `operator`, and the CLI must be on PATH."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(code: str, cwd: Path) -> str:
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, check=True).stdout
+
+
+def test_import_operator_is_still_the_standard_library_module_after_install():
+    # From the repository root too, where the folder `operator/` sits on sys.path[0].
+    for cwd in (ROOT, ROOT / "operator"):
+        out = _run(
+            "import operator, sysconfig, pretrain_operator, pretrain_trainer;"
+            "print(operator.__file__); print(sysconfig.get_paths()['stdlib']);"
+            "print(operator.itemgetter(1)([0, 42]))",
+            cwd,
+        )
+        path, stdlib, value = out.split("\n")[:3]
+        assert path.startswith(stdlib), f"`operator` resolved to {path} from {cwd}"
+        assert value == "42"
+
+
+def test_operator_folder_is_not_a_package():
+    assert not (ROOT / "operator" / "__init__.py").exists()
+
+
+def test_project_packages_have_unique_names():
+    out = _run(
+        "import pretrain_operator, pretrain_trainer; print(pretrain_operator.__file__);"
+        "print(pretrain_trainer.__file__)",
+        ROOT,
+    )
+    op, tr = out.split()
+    assert op.endswith("operator/pretrain_operator/__init__.py")
+    assert tr.endswith("trainer/pretrain_trainer/__init__.py")
+
+
+def test_pretrainjob_command_is_installed_and_helps():
+    exe = Path(sys.executable).with_name("pretrainjob")
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("tokenizer", "prepare", "data", "demo"):
+        assert command in out

@@ -1,0 +1,95 @@
+"""Load a `tokenizer.json` from a path or URI, fingerprint it, and find its document separator (EOS)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from tokenizers import Tokenizer
+
+from pretrain_trainer.storage import ObjectStore, StorageNotFound, StorageOptions, open_store, split_uri
+
+# Checked in this order when no tokenizer_config.json names the EOS token.
+EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "[SEP]", "<|end_of_text|>", "<|im_end|>")
+
+
+def fingerprint(tokenizer_json: str) -> str:
+    """sha256 of the tokenizer's canonical JSON: identical for the same vocabulary and rules, whatever the
+    file's formatting, so shards can prove which tokenizer made them."""
+    canonical = json.dumps(json.loads(tokenizer_json), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class LoadedTokenizer:
+    tokenizer: Tokenizer
+    uri: str
+    fingerprint: str
+    eos_token: str
+    eos_id: int
+    special_tokens: tuple[str, ...]
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+
+def _config_beside(store: ObjectStore, name: str) -> dict[str, object]:
+    if name != "tokenizer.json":
+        return {}
+    try:
+        return json.loads(store.read("tokenizer_config.json"))
+    except StorageNotFound:
+        return {}
+
+
+def _locate(uri: str) -> tuple[str, str]:
+    """(folder URI, file name) of a tokenizer given as its file or its folder."""
+    return split_uri(uri if uri.endswith(".json") else uri.rstrip("/") + "/tokenizer.json")
+
+
+def _parse(text: str, uri: str) -> Tokenizer:
+    try:
+        return Tokenizer.from_str(text)
+    except Exception as err:  # tokenizers raises a bare Exception on malformed JSON
+        raise ValueError(f"{uri}: not a valid tokenizer.json ({err})") from err
+
+
+def read_tokenizer(uri: str, options: StorageOptions | None = None) -> tuple[Tokenizer, str]:
+    """The tokenizer at `uri` (a tokenizer.json or a folder holding one) and the URI it was read from."""
+    folder, name = _locate(uri)
+    store = open_store(folder, options)
+    return _parse(store.read(name).decode("utf-8"), store.uri_for(name)), store.uri_for(name)
+
+
+def load_tokenizer(uri: str, options: StorageOptions | None = None, eos_token: str | None = None) -> LoadedTokenizer:
+    """Read `uri` (a tokenizer.json, or a folder holding one), fingerprint it and resolve its EOS token.
+
+    EOS comes from `eos_token` if given, else from a tokenizer_config.json beside the file, else from the
+    usual names (<|endoftext|>, </s>, [SEP], ...). A tokenizer with none of them is rejected: prepare
+    needs a separator between documents.
+    """
+    folder, name = _locate(uri)
+    store = open_store(folder, options)
+    text = store.read(name).decode("utf-8")
+    tok = _parse(text, store.uri_for(name))
+    special = tuple(t.content for t in tok.get_added_tokens_decoder().values() if t.special)
+    eos = eos_token or _config_beside(store, name).get("eos_token")
+    if isinstance(eos, dict):  # transformers writes AddedToken dicts in some versions
+        eos = eos.get("content")
+    if eos is None:
+        eos = next((c for c in EOS_CANDIDATES if tok.token_to_id(c) is not None), None)
+    if not isinstance(eos, str) or tok.token_to_id(eos) is None:
+        raise ValueError(
+            f"{store.uri_for(name)}: no end-of-document token found (looked for "
+            f"{eos or ', '.join(EOS_CANDIDATES)}). Pass --eos-token with a token that is in the vocabulary."
+        )
+    return LoadedTokenizer(
+        tokenizer=tok,
+        uri=store.uri_for(name),
+        fingerprint=fingerprint(text),
+        eos_token=eos,
+        eos_id=tok.token_to_id(eos),
+        special_tokens=special,
+    )
