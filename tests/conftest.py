@@ -18,7 +18,6 @@ if _ROOT not in sys.path:
 
 from pretrain_trainer.storage import StorageOptions  # noqa: E402
 from pretrain_trainer.storage.local_s3 import ensure_bucket, start_local_s3  # noqa: E402
-
 from tests.support.s3 import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY, FaultyProxy  # noqa: E402
 
 

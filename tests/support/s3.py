@@ -91,7 +91,10 @@ class FaultyProxy:
         if self._server is not None:
             raise RuntimeError("FaultyProxy already started")
         self._server = _Server(("127.0.0.1", 0), _Handler, self)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="faulty-proxy", daemon=True)
+        # A short poll interval keeps stop() (and so every test using the proxy) from idling for 0.5 s.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.02,), name="faulty-proxy", daemon=True
+        )
         self._thread.start()
         return self
 

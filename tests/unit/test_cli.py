@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from pretrain_trainer.corpus import bundled_corpus_files
 
 EXE = str(Path(sys.executable).with_name("pretrainjob"))

@@ -7,6 +7,7 @@ import unicodedata
 from collections import Counter
 
 import pytest
+
 from pretrain_trainer import corpus
 from pretrain_trainer.corpus import (
     LANGUAGES,

@@ -2,10 +2,10 @@ import threading
 
 import numpy as np
 import pytest
+
 from pretrain_trainer.data.loader import SampleOrder, StreamingLoader
 from pretrain_trainer.data.shards import ShardSet
 from pretrain_trainer.storage import open_store
-
 from tests.support.data import counting_shards
 
 SEQ = 16

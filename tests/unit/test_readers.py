@@ -4,6 +4,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from pretrain_trainer.data.readers import ReadOptions, expand_inputs, read_documents
 
 

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+
 from pretrain_trainer.data.shards import (
     INDEX_NAME,
     ShardChecksumError,
@@ -12,7 +13,6 @@ from pretrain_trainer.data.shards import (
     dtype_for_vocab,
 )
 from pretrain_trainer.storage import open_store
-
 from tests.support.data import counting_shards
 
 

@@ -10,6 +10,7 @@ import threading
 import botocore.exceptions as bce
 import pytest
 import urllib3.exceptions as u3e
+
 from pretrain_trainer.storage import (
     ObjectInfo,
     StorageAccessDenied,
@@ -119,6 +120,9 @@ def test_exception_inside_open_writer_leaves_no_object_and_no_temp_file(store):
         writer.write(b"new, partial")
         raise RuntimeError("boom")
     assert store.read("keep.bin") == b"old"
+    with pytest.raises(RuntimeError), store.open_writer("new/dirs/x.bin") as writer:
+        raise RuntimeError("before any byte")
+    assert sorted(os.listdir(store.root)) == ["keep.bin"]  # not even the directories it created
     leftovers = [name for _, _, files in os.walk(store.root) for name in files if TMP_MARKER in name]
     assert leftovers == []
 

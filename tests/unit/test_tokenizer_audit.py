@@ -2,7 +2,6 @@ from pretrain_trainer.corpus import load_bundled_documents
 from pretrain_trainer.data.readers import Document
 from pretrain_trainer.tokenizer.audit import audit_tokenizer, dominant_script, format_report
 from pretrain_trainer.tokenizer.train import TokenizerSpec
-
 from tests.support.data import trained
 
 

@@ -1,9 +1,9 @@
 import json
 
 import pytest
-from pretrain_trainer.tokenizer.train import TokenizerSpec, build_normalizer, save_tokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from pretrain_trainer.tokenizer.train import TokenizerSpec, build_normalizer, save_tokenizer
 from tests.support.data import bundled_texts, trained
 
 SWEDISH = "Åsa åt ärtsoppa i Örebro och Ängelholm."

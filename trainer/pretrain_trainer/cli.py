@@ -106,9 +106,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         min_tokens=args.min_tokens,
         validation_fraction=args.validation_fraction,
         shard_tokens=args.shard_tokens,
-        page_bytes=args.page_bytes,
         eos_token=args.eos_token,
         overwrite=args.overwrite,
+        **({"page_bytes": args.page_bytes} if args.page_bytes else {}),
     )
     report = prepare(cfg, _storage_options(args), progress=not args.no_progress and sys.stderr.isatty())
     print(report.format())
@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of documents for the validation split, by hash of their text (default: 0)",
     )
     prep.add_argument("--shard-tokens", type=int, default=1 << 26, help="target tokens per shard (default: 67108864)")
-    prep.add_argument("--page-bytes", type=int, default=16384, help="checksum page size in bytes (default: 16384)")
+    prep.add_argument("--page-bytes", type=int, help="checksum page size in bytes (default: 4096)")
     prep.add_argument("--eos-token", help="document separator (default: the tokenizer's EOS)")
     prep.add_argument("--overwrite", action="store_true", help="replace existing shard sets at --output")
     prep.add_argument("--no-progress", action="store_true", help="no progress bar")

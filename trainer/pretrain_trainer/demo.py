@@ -83,7 +83,7 @@ def run_demo(workdir: Path) -> int:
             train_tokenizer((d.text for d in read_documents(files)), trap_spec), read_documents(files), max_mismatches=1
         )
         print("\nfor contrast, an uncased WordPiece that strips accents (the BERT-uncased trap):")
-        print(format_report(trap, threshold=0.99, ignore_whitespace=True).split("\n! ", 1)[-1])
+        print("! " + format_report(trap, threshold=0.99, ignore_whitespace=True).split("\n! ", 1)[-1])
         summary["uncased_wordpiece_roundtrip_ignoring_whitespace"] = trap.total.content_roundtrip
 
         _step(4, "prepare deduplicated train/validation shards in the bucket")

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pretrain_trainer.data.readers import Document, ReadOptions, expand_inputs, read_documents
-from pretrain_trainer.data.shards import INDEX_NAME, ShardIndex, ShardWriter, TokenizerMeta
+from pretrain_trainer.data.shards import DEFAULT_PAGE_BYTES, INDEX_NAME, ShardIndex, ShardWriter, TokenizerMeta
 from pretrain_trainer.storage import ObjectStore, StorageOptions, open_store
 from pretrain_trainer.tokenizer.load import LoadedTokenizer, load_tokenizer
 
@@ -46,7 +46,7 @@ class PrepareConfig:
     """Share of documents (by hash of their text) that go to the validation split."""
     shard_tokens: int = 1 << 26
     """Target tokens per shard (64 Mi tokens ≈ 128 MiB of uint16)."""
-    page_bytes: int = 16384
+    page_bytes: int = DEFAULT_PAGE_BYTES
     """Checksum page size; the loader reads and verifies whole pages."""
     batch_documents: int = 1024
     """Documents per `encode_batch` call (the tokenizers library spreads each batch over all cores)."""
@@ -100,17 +100,17 @@ class PrepareReport:
     def format(self) -> str:
         dropped = ", ".join(f"{n} {reason}" for reason, n in sorted(self.dropped.items())) or "none"
         lines = [
-            f"read     {self.documents_read} documents, {self.bytes_read / 1e6:.2f} MB from {self.files} files",
-            f"dropped  {sum(self.dropped.values())} ({dropped})",
+            f"read       {self.documents_read} documents, {self.bytes_read / 1e6:.2f} MB from {self.files} files",
+            f"dropped    {sum(self.dropped.values())} ({dropped})",
         ]
         for split in SPLITS:
             if split in self.outputs:
                 lines.append(
-                    f"{split:<9}{self.kept[split]} documents, {self.tokens[split]} tokens, "
+                    f"{split:<11}{self.kept[split]} documents, {self.tokens[split]} tokens, "
                     f"{self.shards[split]} shards -> {self.outputs[split]}"
                 )
         lines.append(
-            f"wrote    {self.bytes_written / 1e6:.2f} MB in {self.seconds:.2f} s "
+            f"wrote      {self.bytes_written / 1e6:.2f} MB in {self.seconds:.2f} s "
             f"({self.tokens_per_second:,.0f} tokens/s)"
         )
         return "\n".join(lines)

