@@ -23,10 +23,6 @@ EXIT_FAILED_CHECK = 1
 EXIT_BAD_INPUT = 2
 
 
-class CliError(Exception):
-    """A problem with what the user asked for; printed without a traceback."""
-
-
 def _storage_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from pretrain_trainer.storage import StorageOptions
 
@@ -285,7 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return args.func(args)
-    except (CliError, ValueError, FileExistsError, StorageError, ShardError) as err:
+    except (ValueError, FileExistsError, StorageError, ShardError) as err:
+        if args.verbose:
+            raise
         print(f"pretrainjob: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
