@@ -11,7 +11,7 @@ from pretrain_trainer.corpus import bundled_corpus_files, load_bundled_documents
 from pretrain_trainer.data.loader import SampleOrder, StreamingLoader
 from pretrain_trainer.data.prepare import PrepareConfig, prepare
 from pretrain_trainer.data.shards import ShardChecksumError, ShardSet, ShardTruncatedError, TokenizerMismatchError
-from pretrain_trainer.storage import StorageNotFound
+from pretrain_trainer.storage import StorageBucketNotFound
 from pretrain_trainer.tokenizer.load import load_tokenizer
 from pretrain_trainer.tokenizer.train import TokenizerSpec, save_tokenizer
 from tests.support.data import trained
@@ -47,8 +47,16 @@ def _client(options):
 def _stream(shards, world_size, start, steps, batch=6):
     out = []
     for rank in range(world_size):
-        with StreamingLoader(shards, sequence_length=SEQ, causal=True, global_batch_size=batch, rank=rank,
-                             world_size=world_size, seed=3, samples_consumed=start) as loader:
+        with StreamingLoader(
+            shards,
+            sequence_length=SEQ,
+            causal=True,
+            global_batch_size=batch,
+            rank=rank,
+            world_size=world_size,
+            seed=3,
+            samples_consumed=start,
+        ) as loader:
             out.append([row for _, b in zip(range(steps), loader, strict=False) for row in b])
     return out
 
@@ -123,7 +131,10 @@ def test_shards_of_another_tokenizer_are_refused_before_training(dataset, s3_env
 def test_preparing_into_a_missing_bucket_fails_with_the_uri_and_the_fix(s3_env, tmp_path):
     (tmp_path / "tok").mkdir()
     save_tokenizer(trained(SPEC), SPEC, str(tmp_path / "tok"))
-    cfg = PrepareConfig(inputs=(str(bundled_corpus_files()[0]),), output="s3://no-such-bucket-here/data",
-                        tokenizer=str(tmp_path / "tok"))
-    with pytest.raises(StorageNotFound, match=r"s3://no-such-bucket-here.*no such bucket"):
+    cfg = PrepareConfig(
+        inputs=(str(bundled_corpus_files()[0]),),
+        output="s3://no-such-bucket-here/data",
+        tokenizer=str(tmp_path / "tok"),
+    )
+    with pytest.raises(StorageBucketNotFound, match=r"s3://no-such-bucket-here.*no such bucket"):
         prepare(cfg, s3_env)

@@ -90,6 +90,26 @@ def cmd_tokenizer_audit(args: argparse.Namespace) -> int:
     return 0 if report.passes(args.threshold, args.ignore_whitespace) else EXIT_FAILED_CHECK
 
 
+def cmd_tokenizer_extend(args: argparse.Namespace) -> int:
+    from pretrain_trainer.tokenizer.extend import candidates, extend_tokenizer, write_extended
+    from pretrain_trainer.tokenizer.load import read_tokenizer
+
+    options = _storage_options(args)
+    base, base_uri = read_tokenizer(args.tokenizer, options)
+    found = candidates(base, (d.text for d in _documents(args, args.corpus)), args.min_count, args.min_pieces)
+    chosen = found[: args.max_new_tokens]
+    extended = extend_tokenizer(base, (c.word for c in chosen))
+    for c in chosen[:10]:
+        print(f"  + {c.word!r}: {c.count}× in the corpus, {c.pieces} pieces before")
+    uri = write_extended(extended, base_uri, args.output, options)
+    saved = sum(c.tokens_saved for c in chosen)
+    print(
+        f"added {len(chosen)} tokens ({base.get_vocab_size()} -> {extended.get_vocab_size()}), saving about "
+        f"{saved} tokens on this corpus -> {uri}"
+    )
+    return 0
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from pretrain_trainer.data.prepare import PrepareConfig, prepare
 
@@ -142,6 +162,48 @@ def cmd_corpus(args: argparse.Namespace) -> int:
     for path in write_corpus(Path(args.output)):
         print(path)
     return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from pretrain_trainer.config import ConfigError, load_jobs
+
+    failed = 0
+    for path in args.files:
+        try:
+            load_jobs(path)
+        except ConfigError as err:
+            failed += 1
+            print(err)
+        except OSError as err:
+            failed += 1
+            print(f"{path}: cannot read ({err.strerror})")
+    if not failed:
+        print(f"{len(args.files)} valid")
+    return EXIT_FAILED_CHECK if failed else 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pretrain_trainer.__main__ import main as trainer_main
+
+    return trainer_main(["--config", args.config] + (["--run-dir", args.run_dir] if args.run_dir else []))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pretrain_trainer.config import load_job
+    from pretrain_trainer.launch import run_local
+    from pretrain_trainer.report import format_summary, plot_loss
+
+    if not args.local:
+        raise ValueError("run: only --local runs start here; on a cluster, `kubectl apply -f` the manifest")
+    job = load_job(args.job)  # fail on a bad manifest before any process starts
+    run_dir = Path(args.run_dir or f"runs/{job.name}")
+    code = run_local(args.job, args.nproc, run_dir)
+    summary_file = run_dir / "summary.json"
+    if summary_file.exists():
+        print(format_summary(json.loads(summary_file.read_text())))
+        plot = plot_loss(run_dir)
+        print(f"run folder: {run_dir} (train.jsonl, rank logs{', loss plot ' + str(plot) if plot else ''})")
+    return code
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -220,6 +282,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_read_flags(audit)
     audit.set_defaults(func=cmd_tokenizer_audit)
 
+    extend = tok_sub.add_parser(
+        "extend",
+        help="add a domain's frequent multi-piece words to an existing tokenizer (for DAPT)",
+        description="Keep every token of TOKENIZER at its id and append the corpus's frequent words that it "
+        "splits into many pieces. Train with model.extendVocab: true to grow the checkpoint's embeddings.",
+    )
+    extend.add_argument("tokenizer", help="the checkpoint's tokenizer.json, or a folder/URI holding it")
+    extend.add_argument("--corpus", nargs="+", required=True, metavar="PATH", help="domain files, folders or globs")
+    extend.add_argument("--max-new-tokens", type=int, default=1000, help="at most this many tokens (default: 1000)")
+    extend.add_argument("--min-count", type=int, default=5, help="minimum occurrences of a word (default: 5)")
+    extend.add_argument(
+        "--min-pieces", type=int, default=3, help="only words split into at least this many tokens (default: 3)"
+    )
+    extend.add_argument(
+        "--output", required=True, help="folder or URI prefix for tokenizer.json (and the base's tokenizer_config.json)"
+    )
+    _add_read_flags(extend)
+    extend.set_defaults(func=cmd_tokenizer_extend)
+
     prep = sub.add_parser(
         "prepare",
         help="tokenize a corpus into verified token shards",
@@ -253,6 +334,32 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--tokenizer", help="decode the first --head tokens with this tokenizer")
     inspect.add_argument("--head", type=int, default=64, help="tokens to decode with --tokenizer (default: 64)")
     inspect.set_defaults(func=cmd_data_inspect)
+
+    validate = sub.add_parser(
+        "validate",
+        help="check PretrainJob manifests offline (for GitOps pipelines)",
+        description="Check each manifest with the trainer's schema and semantic checks. Prints one line per "
+        "problem (file: field path: message) and exits 1 if any file is invalid.",
+    )
+    validate.add_argument("files", nargs="+", metavar="FILE", help="PretrainJob manifests (or bare specs)")
+    validate.set_defaults(func=cmd_validate)
+
+    run = sub.add_parser(
+        "run",
+        help="run a PretrainJob with local worker processes",
+        description="Start the job's workers as local processes with the environment a pod gets (torchrun "
+        "contract), wait for them, then print a summary and plot the loss.",
+    )
+    run.add_argument("job", help="PretrainJob manifest (or bare spec)")
+    run.add_argument("--local", action="store_true", help="run here (the only mode of this command)")
+    run.add_argument("--nproc", type=int, help="processes (default: workers.replicas × workers.procsPerWorker)")
+    run.add_argument("--run-dir", help="folder for logs, summary and plot (default: runs/<job name>)")
+    run.set_defaults(func=cmd_run)
+
+    train_job = sub.add_parser("train", help="run the trainer in this process (what each worker runs)")
+    train_job.add_argument("--config", required=True, help="PretrainJob manifest or spec (YAML)")
+    train_job.add_argument("--run-dir", help="local folder for logs and the summary")
+    train_job.set_defaults(func=cmd_train)
 
     corpus = sub.add_parser("corpus", help="write the bundled multilingual demo corpus to a folder")
     corpus.add_argument("--output", required=True, help="folder for one .jsonl file per language")

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from pretrain_trainer.storage import ObjectStore, StorageNotFound, StorageOptions, open_store
+from pretrain_trainer.storage import ObjectStore, StorageBucketNotFound, StorageNotFound, StorageOptions, open_store
 
 FORMAT = "pretrain-shards/1"
 INDEX_NAME = "index.json"
@@ -237,6 +237,8 @@ class ShardSet:
         store = open_store(uri, options)
         try:
             raw = store.read(INDEX_NAME)
+        except StorageBucketNotFound:
+            raise
         except StorageNotFound as err:
             raise ShardError(
                 f"{store.uri_for(INDEX_NAME)}: no shard index. Point the data URI at a folder written by "

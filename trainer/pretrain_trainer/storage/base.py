@@ -58,6 +58,10 @@ class StorageNotFound(StorageError):
     """The object, bucket or local directory does not exist."""
 
 
+class StorageBucketNotFound(StorageNotFound):
+    """The bucket itself does not exist: nothing under it can be found, so callers should not guess a cause."""
+
+
 class StorageAccessDenied(StorageError):
     """The store refused the credentials or the operation (403, unknown key id, signature mismatch)."""
 

@@ -18,6 +18,7 @@ from pretrain_trainer.storage.base import (
     ObjectStore,
     ObjectWriter,
     StorageAccessDenied,
+    StorageBucketNotFound,
     StorageError,
     StorageNotFound,
     StorageOptions,
@@ -153,12 +154,12 @@ class S3Store(ObjectStore):
             code, status = client_error_code(exc)
             label = error_label(exc)
             if code == "NoSuchBucket":
-                return StorageNotFound(uri, missing_bucket)
+                return StorageBucketNotFound(uri, missing_bucket)
             if code in _NOT_FOUND_CODES:
                 # HEAD responses have no body, so a 404 does not say whether the key or the bucket is
                 # missing; one extra request on the error path makes the message point at the right fix.
                 if action == "HeadObject" and not self._bucket_exists():
-                    return StorageNotFound(uri, missing_bucket)
+                    return StorageBucketNotFound(uri, missing_bucket)
                 return StorageNotFound(uri, f"no such object {at}. Check the key, or write the object first.")
             if code == "NoSuchUpload":
                 return StorageNotFound(

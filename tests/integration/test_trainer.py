@@ -1,0 +1,254 @@
+"""The trainer for real: 2 processes with gloo through the same launcher contract as pods, shards and
+checkpoints in an S3 endpoint on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pretrain_trainer.checkpoint import CheckpointManager
+from pretrain_trainer.config import load_job
+from pretrain_trainer.distributed import DistEnv
+from pretrain_trainer.launch import run_local
+from pretrain_trainer.storage import StorageOptions, open_store
+from pretrain_trainer.tokenizer.train import TokenizerSpec
+from pretrain_trainer.trainer import EXIT_PREEMPTED, Trainer
+from tests.support.jobs import make_dataset, write_job
+from tests.support.s3 import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def s3(s3_endpoint):
+    return StorageOptions(
+        endpoint_url=s3_endpoint,
+        region="us-east-1",
+        access_key_id=TEST_ACCESS_KEY_ID,
+        secret_access_key=TEST_SECRET_ACCESS_KEY,
+    )
+
+
+@pytest.fixture(scope="module")
+def gpt_data(s3):
+    return make_dataset("s3://trainer-gpt", "bundled", TokenizerSpec(model="bpe", vocab_size=512), s3)
+
+
+@pytest.fixture(scope="module")
+def bert_data(s3):
+    spec = TokenizerSpec(model="wordpiece", vocab_size=512, objective="mlm")
+    return make_dataset("s3://trainer-bert", "bundled", spec, s3)
+
+
+@pytest.fixture
+def child_env(s3, monkeypatch):
+    """The credentials a pod would get from its Secret; the endpoint comes from spec.storage."""
+    env = {
+        "AWS_ACCESS_KEY_ID": TEST_ACCESS_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": TEST_SECRET_ACCESS_KEY,
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "PYTHONPATH": str(ROOT),
+        "PRETRAIN_LOG_LEVEL": "WARNING",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+def _run(job: Path, nproc: int, run_dir: Path, env: dict[str, str]) -> dict:
+    code = run_local(str(job), nproc, run_dir, extra_env=env)
+    assert code == 0, (run_dir / "rank-0.log").read_text()[-3000:]
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def _steps(run_dir: Path) -> dict[int, float]:
+    lines = [json.loads(line) for line in (run_dir / "train.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in lines if "loss" in r and "event" not in r}
+
+
+def test_tiny_gpt_learns_with_two_processes_and_checkpoints_to_s3(gpt_data, s3_endpoint, s3, child_env, tmp_path):
+    ckpt = f"s3://trainer-gpt/runs/{tmp_path.name}"
+    job = write_job(
+        tmp_path / "job.yaml",
+        "gpt-tiny",
+        gpt_data,
+        s3_endpoint,
+        checkpoint={"uri": ckpt, "everySteps": 10, "keep": 2, "exportHF": True},
+    )
+    summary = _run(job, 2, tmp_path / "run", child_env)
+    losses = summary["losses"]
+    assert summary["steps"] == 30 and summary["world_size"] == 2 and len(losses) == 30
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.4, losses
+    assert summary["validation_loss"] is not None and summary["validation_perplexity"] > 1
+    manager = CheckpointManager(ckpt, s3, keep=2)
+    assert manager.steps() == [20, 30] and manager.latest() == 30
+    exported = open_store(summary["hf_export"], s3)
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {o.key for o in exported.list("")}
+
+
+def test_tiny_bert_learns_masked_lm_with_whole_word_masking(bert_data, s3_endpoint, child_env, tmp_path):
+    job = write_job(
+        tmp_path / "job.yaml",
+        "bert-tiny",
+        bert_data,
+        s3_endpoint,
+        kind="mlm",
+        objective={"type": "mlm", "mlm": {"masking": "whole-word"}},
+        optimizer={"lr": 3e-3},
+        training={"maxSteps": 60, "globalBatchSamples": 16, "microBatchSize": 4},
+    )
+    summary = _run(job, 2, tmp_path / "run", child_env)
+    losses = summary["losses"]
+    assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 - 0.4, losses
+
+
+def test_one_and_two_processes_follow_the_same_loss_curve(gpt_data, s3_endpoint, child_env, tmp_path):
+    job = write_job(tmp_path / "job.yaml", "parity", gpt_data, s3_endpoint, training={"maxSteps": 12})
+    one = _run(job, 1, tmp_path / "one", child_env)["losses"]
+    two = _run(job, 2, tmp_path / "two", child_env)["losses"]
+    assert one == pytest.approx(two, rel=1e-4, abs=1e-5)
+
+
+def test_mlm_parity_holds_because_masks_follow_the_sample_not_the_rank(bert_data, s3_endpoint, child_env, tmp_path):
+    job = write_job(
+        tmp_path / "job.yaml",
+        "mlm-parity",
+        bert_data,
+        s3_endpoint,
+        kind="mlm",
+        objective={"type": "mlm", "mlm": {"masking": "span"}},
+        training={"maxSteps": 8},
+    )
+    one = _run(job, 1, tmp_path / "one", child_env)["losses"]
+    two = _run(job, 2, tmp_path / "two", child_env)["losses"]
+    assert one == pytest.approx(two, rel=1e-4, abs=1e-5)
+
+
+def test_causal_lm_loss_at_step_zero_equals_the_loss_transformers_computes(gpt_data, s3_endpoint, child_env, tmp_path):
+    job = load_job(write_job(tmp_path / "job.yaml", "hf-parity", gpt_data, s3_endpoint))
+    trainer = Trainer(job, DistEnv(), tmp_path / "run")
+    with trainer._loader(trainer.train_set, 0, train=True) as loader:
+        window = torch.from_numpy(next(loader))
+    batch = trainer._batch(window, 0)
+    ours = trainer._forward_loss_sum(batch) / batch["labels"].numel()
+    theirs = trainer.raw_model(input_ids=window, labels=window).loss
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-6)
+
+
+def _wait_for_step(run_dir: Path, step: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = run_dir / "train.jsonl"
+        if log.exists() and any(s >= step for s in _steps(run_dir)):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"step {step} not reached in {timeout} s")
+
+
+def _launch(job: Path, nproc: int, run_dir: Path, env: dict[str, str]) -> subprocess.Popen:
+    exe = str(Path(sys.executable).with_name("pretrainjob"))
+    return subprocess.Popen(
+        [exe, "run", str(job), "--local", "--nproc", str(nproc), "--run-dir", str(run_dir)],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_a_run_stopped_mid_way_resumes_with_the_same_losses_as_an_uninterrupted_run(
+    how, gpt_data, s3_endpoint, child_env, tmp_path
+):
+    spec = {"training": {"maxSteps": 24}, "model": {"config": {"resid_pdrop": 0.1}}}  # dropout: RNG matters
+    reference = write_job(tmp_path / "ref.yaml", "ref", gpt_data, s3_endpoint, **spec)
+    expected = _steps_after(_run(reference, 2, tmp_path / "ref", child_env), tmp_path / "ref")
+
+    ckpt = f"s3://trainer-gpt/runs/{tmp_path.name}-{how}"
+    job = write_job(
+        tmp_path / "job.yaml", "resume", gpt_data, s3_endpoint, checkpoint={"uri": ckpt, "everySteps": 4}, **spec
+    )
+    first = tmp_path / "first"
+    proc = _launch(job, 2, first, child_env)
+    _wait_for_step(first, 10)
+    if how == "sigterm":  # preemption: the trainer finishes its step, checkpoints and exits 143
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(60) == EXIT_PREEMPTED
+    else:  # a lost node: the workers die at once, no chance to checkpoint; the newest periodic one is used
+        ranks = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(ranks) == 2
+        for pid in ranks:
+            os.kill(int(pid), signal.SIGKILL)
+        assert proc.wait(60) != 0
+    stopped_at = max(_steps(first))
+    second = tmp_path / "second"
+    summary = _run(job, 2, second, child_env)
+    resumed = summary["resumed_from"]
+    assert resumed is not None and resumed <= stopped_at
+    if how == "sigterm":
+        assert resumed == stopped_at
+    got = _steps(second)
+    assert min(got) == resumed + 1 and max(got) == 24
+    for step, loss in got.items():
+        assert loss == pytest.approx(expected[step], rel=1e-5, abs=1e-6), step
+
+
+def _steps_after(summary: dict, run_dir: Path) -> dict[int, float]:
+    assert summary["steps"] == 24
+    return _steps(run_dir)
+
+
+def test_a_partial_checkpoint_is_ignored_on_resume(gpt_data, s3_endpoint, s3, child_env, tmp_path):
+    ckpt = f"s3://trainer-gpt/runs/{tmp_path.name}"
+    job = write_job(
+        tmp_path / "job.yaml",
+        "partial",
+        gpt_data,
+        s3_endpoint,
+        training={"maxSteps": 6},
+        checkpoint={"uri": ckpt, "everySteps": 3},
+    )
+    _run(job, 1, tmp_path / "a", child_env)
+    # A crash while writing step 9: some objects, no manifest.
+    open_store(ckpt, s3).write("step-00000009/__0_0.distcp", b"half")
+    job = write_job(
+        tmp_path / "job.yaml",
+        "partial",
+        gpt_data,
+        s3_endpoint,
+        training={"maxSteps": 8},
+        checkpoint={"uri": ckpt, "everySteps": 3},
+    )
+    assert _run(job, 1, tmp_path / "b", child_env)["resumed_from"] == 6
+
+
+def test_a_wrong_field_fails_fast_with_its_path(gpt_data, s3_endpoint, child_env, tmp_path):
+    job = write_job(tmp_path / "job.yaml", "typo", gpt_data, s3_endpoint, training={"microBatchSzie": 2})
+    proc = subprocess.run(
+        [sys.executable, "-m", "pretrain_trainer", "--config", str(job)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    assert "spec.training.microBatchSzie: unknown field; did you mean 'microBatchSize'?" in proc.stderr
+
+
+def test_an_unreachable_bucket_fails_before_training_with_a_clear_message(gpt_data, s3_endpoint, child_env, tmp_path):
+    job = write_job(
+        tmp_path / "job.yaml", "nobucket", gpt_data, s3_endpoint, data={"train": "s3://no-such-bucket-anywhere/train"}
+    )
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pretrain_trainer", "--config", str(job)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2
+    assert "s3://no-such-bucket-anywhere" in proc.stderr and "no such bucket" in proc.stderr
+    assert "step " not in proc.stdout
+    assert time.monotonic() - started < 60

@@ -1,0 +1,99 @@
+"""Tiny models, tokenizers and shard sets in a loopback S3 bucket, and PretrainJob manifests that use them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pretrain_trainer.config import API_VERSION
+from pretrain_trainer.corpus import bundled_corpus_files
+from pretrain_trainer.data.prepare import PrepareConfig, prepare
+from pretrain_trainer.storage import StorageOptions
+from pretrain_trainer.storage.local_s3 import ensure_bucket
+from pretrain_trainer.tokenizer.train import TokenizerSpec, save_tokenizer
+from tests.support.data import trained
+
+TINY_GPT = {
+    "n_layer": 2,
+    "n_embd": 64,
+    "n_head": 4,
+    "n_positions": 64,
+    "resid_pdrop": 0.0,
+    "embd_pdrop": 0.0,
+    "attn_pdrop": 0.0,
+}
+TINY_BERT = {
+    "num_hidden_layers": 2,
+    "hidden_size": 64,
+    "num_attention_heads": 4,
+    "intermediate_size": 128,
+    "max_position_embeddings": 64,
+    "hidden_dropout_prob": 0.0,
+    "attention_probs_dropout_prob": 0.0,
+}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    tokenizer: str
+    train: str
+    validation: str
+
+
+def make_dataset(bucket: str, name: str, spec: TokenizerSpec, options: StorageOptions) -> Dataset:
+    """Train `spec` on the bundled corpus and prepare its shards under s3://bucket/name/."""
+    ensure_bucket(bucket, options)
+    tok_uri = save_tokenizer(trained(spec), spec, f"{bucket}/{name}/tokenizer", options)
+    prepare(
+        PrepareConfig(
+            inputs=tuple(str(p) for p in bundled_corpus_files()),
+            output=f"{bucket}/{name}/data",
+            tokenizer=tok_uri,
+            dedup=True,
+            validation_fraction=0.1,
+            shard_tokens=20_000,
+        ),
+        options,
+    )
+    return Dataset(tok_uri, f"{bucket}/{name}/data/train", f"{bucket}/{name}/data/validation")
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def write_job(path: Path, name: str, dataset: Dataset, endpoint: str, kind: str = "clm", **spec: Any) -> Path:
+    """A PretrainJob manifest for a tiny model on `dataset`; keyword arguments deep-merge into the spec."""
+    base = {
+        "tokenizer": {"uri": dataset.tokenizer},
+        "data": {"train": dataset.train, "validation": dataset.validation, "sequenceLength": 32, "seed": 5},
+        "model": {
+            "architecture": "gpt2" if kind == "clm" else "bert",
+            "config": TINY_GPT if kind == "clm" else TINY_BERT,
+        },
+        "objective": {"type": kind},
+        "optimizer": {"lr": 1e-2, "warmupSteps": 2, "weightDecay": 0.01},
+        "training": {
+            "maxSteps": 30,
+            "globalBatchSamples": 8,
+            "microBatchSize": 2,
+            "logEverySteps": 10,
+            "evalBatches": 2,
+        },
+        "storage": {"endpoint": endpoint, "region": "us-east-1"},
+        "metrics": {"port": 0},
+    }
+    manifest = {
+        "apiVersion": API_VERSION,
+        "kind": "PretrainJob",
+        "metadata": {"name": name},
+        "spec": deep_merge(base, spec),
+    }
+    path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return path

@@ -1,0 +1,161 @@
+"""The PretrainJob spec schema: defaults, field-path errors, semantic checks, `pretrainjob validate`."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pretrain_trainer.config import API_VERSION, ConfigError, load_jobs, parse_job, parse_spec, to_dict
+
+EXE = str(Path(sys.executable).with_name("pretrainjob"))
+
+MINIMAL = {
+    "tokenizer": {"uri": "s3://bucket/tokenizers/bpe/"},
+    "data": {"train": "s3://bucket/datasets/x/train", "sequenceLength": 128},
+    "training": {"globalBatchSamples": 16, "microBatchSize": 4},
+}
+
+
+def _with(path: str, value):
+    """MINIMAL with one dotted path set (None deletes it)."""
+    spec = yaml.safe_load(yaml.safe_dump(MINIMAL))
+    *parents, last = path.split(".")
+    node = spec
+    for p in parents:
+        node = node.setdefault(p, {})
+    if value is None:
+        node.pop(last, None)
+    else:
+        node[last] = value
+    return spec
+
+
+def test_a_minimal_spec_gets_documented_defaults():
+    spec = parse_spec(MINIMAL)
+    assert spec.model.architecture == "gpt2" and spec.objective.type == "clm"
+    assert spec.optimizer.name == "adamw" and spec.training.precision == "auto"
+    assert spec.workers.world_size == 1 and spec.checkpoint.keep == 3
+    assert spec.training.batch_samples(128) == 16
+
+
+def test_global_batch_in_tokens_is_converted_to_samples():
+    spec = parse_spec(_with("training", {"globalBatchTokens": 4096, "microBatchSize": 4}))
+    assert spec.training.batch_samples(128) == 32
+
+
+BAD = [
+    ("tokenizer.uri", None, "spec.tokenizer.uri: required"),
+    ("data.train", None, "spec.data.train: required"),
+    ("data.sequenceLength", "long", "spec.data.sequenceLength: must be an integer, got 'long'"),
+    ("data.sequenceLength", 4, "spec.data.sequenceLength: must be >= 8, got 4"),
+    ("data.sequenceLength", 4096, "spec.data.sequenceLength: 4096 exceeds the model's 1024 positions"),
+    ("training.microBatchSize", 0, "spec.training.microBatchSize: must be >= 1, got 0"),
+    ("training.microBatchSize", True, "spec.training.microBatchSize: must be an integer, got True"),
+    ("training.globalBatchSamples", 10, "10 samples per step cannot be split into micro batches of 4 over 1"),
+    ("training.globalBatchTokens", 4096, "give exactly one of globalBatchTokens and globalBatchSamples"),
+    ("training.precison", "bf16", "spec.training.precison: unknown field; did you mean 'precision'?"),
+    ("training.precision", "fp8", "spec.training.precision: 'fp8' is not one of auto, bf16, fp32"),
+    ("training.parallelism", "tp", "spec.training.parallelism: 'tp' is not one of ddp, fsdp"),
+    ("optimizer.lr", 0, "spec.optimizer.lr: must be > 0.0, got 0"),
+    ("optimizer.name", "sgd", "spec.optimizer.name: 'sgd' is not one of adamw, lamb"),
+    ("optimizer.schedule", "step", "spec.optimizer.schedule: 'step' is not one of cosine, linear, constant"),
+    ("optimizer.beta2", 1.5, "spec.optimizer.beta2: must be <= 1.0, got 1.5"),
+    ("objective.type", "mlm", "spec.objective.type: mlm needs an encoder architecture, but model.architecture is gpt2"),
+    ("objective.mlm.masking", "sentence", "'sentence' is not one of token, whole-word, span"),
+    ("objective.mlm.probability", 0, "spec.objective.mlm.probability: must be > 0.0"),
+    ("objective.mlm.randomFraction", 0.5, "maskFraction + randomFraction = 1.3 exceeds 1"),
+    ("model.architecture", "t5", "spec.model.architecture: 't5' is not one of gpt2, llama, bert, roberta"),
+    ("model.init", "pretrained", "spec.model.from: required for init: pretrained"),
+    ("model.from", "s3://bucket/models/x", "spec.model.from: only for init: pretrained"),
+    ("model.extendVocab", True, "spec.model.extendVocab: only for init: pretrained"),
+    ("model.config", [1], "spec.model.config: must be a mapping, got list"),
+    ("data.train", "gs://bucket/x", "spec.data.train: 'gs://bucket/x' is not a valid URI"),
+    ("tokenizer.uri", "s3://B/x", "spec.tokenizer.uri: 's3://B/x' is not a valid URI"),
+    ("checkpoint.uri", "s3:/bucket", "spec.checkpoint.uri: 's3:/bucket' is not a valid URI"),
+    ("checkpoint.everySteps", 0, "spec.checkpoint.everySteps: must be >= 1, got 0"),
+    ("workers.replicas", 0, "spec.workers.replicas: must be >= 1, got 0"),
+    (
+        "workers.resources",
+        {"limits": {"nvidia.com/gpu": 8}},
+        "spec.workers.resources: asks for 8 GPUs per pod but workers.procsPerWorker is 1",
+    ),
+    ("metrics.port", 70000, "spec.metrics.port: must be <= 65535, got 70000"),
+    ("storage.addressingStyle", "dns", "'dns' is not one of auto, path, virtual"),
+    ("failurePolicy.maxRestarts", -1, "spec.failurePolicy.maxRestarts: must be >= 0, got -1"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "message"), BAD, ids=[f"{p}={v}" for p, v, _ in BAD])
+def test_bad_specs_are_rejected_with_the_field_path_and_the_fix(path, value, message):
+    with pytest.raises(ConfigError) as err:
+        parse_spec(_with(path, value))
+    assert message in str(err.value)
+
+
+def test_sequence_length_may_grow_with_the_positions_override():
+    spec = _with("data.sequenceLength", 4096)
+    spec["model"] = {"config": {"n_positions": 4096}}
+    assert parse_spec(spec).data.sequence_length == 4096
+    roberta = _with("data.sequenceLength", 513)
+    roberta["model"] = {"architecture": "roberta"}
+    roberta["objective"] = {"type": "mlm"}
+    with pytest.raises(ConfigError, match="513 exceeds the model's 512 positions"):
+        parse_spec(roberta)
+
+
+def test_world_size_counts_in_batch_divisibility():
+    spec = _with("workers", {"replicas": 2, "procsPerWorker": 4})
+    with pytest.raises(ConfigError, match=r"micro batches of 4 over 8 processes .* use a multiple of 32 samples"):
+        parse_spec(spec)
+
+
+def test_a_whole_manifest_is_accepted_and_its_name_checked():
+    manifest = {"apiVersion": API_VERSION, "kind": "PretrainJob", "metadata": {"name": "gpt-small"}, "spec": MINIMAL}
+    job = parse_job(manifest)
+    assert job.name == "gpt-small" and job.spec.data.sequence_length == 128
+    long_name = {**manifest, "metadata": {"name": "x" * 60}}
+    with pytest.raises(ConfigError, match=r"metadata.name: 60 characters; at most 51"):
+        parse_job(long_name)
+    with pytest.raises(ConfigError, match=r"metadata.name: 'GPT_small' must be lower-case"):
+        parse_job({**manifest, "metadata": {"name": "GPT_small"}})
+    with pytest.raises(ConfigError, match="apiVersion: must be"):
+        parse_job({**manifest, "apiVersion": "v1"})
+
+
+def test_to_dict_round_trips_through_the_parser():
+    spec = parse_spec(MINIMAL)
+    assert parse_spec(to_dict(spec)) == spec
+
+
+def test_multi_document_files_skip_other_kinds(tmp_path):
+    job = {"apiVersion": API_VERSION, "kind": "PretrainJob", "metadata": {"name": "a"}, "spec": MINIMAL}
+    f = tmp_path / "all.yaml"
+    f.write_text(yaml.safe_dump_all([{"apiVersion": "v1", "kind": "Secret"}, job, {**job, "metadata": {"name": "b"}}]))
+    assert [j.name for j in load_jobs(f)] == ["a", "b"]
+
+
+def test_the_schema_does_not_import_torch():
+    code = "import sys, pretrain_trainer.config; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_validate_prints_one_line_per_problem_with_file_and_field(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        yaml.safe_dump({"apiVersion": API_VERSION, "kind": "PretrainJob", "metadata": {"name": "ok"}, "spec": MINIMAL})
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(_with("optimizer", {"lr": -1, "name": "sgd"})))
+    ok = subprocess.run([EXE, "validate", str(good)], capture_output=True, text=True)
+    assert ok.returncode == 0 and "1 valid" in ok.stdout
+    res = subprocess.run(
+        [EXE, "validate", str(good), str(bad), str(tmp_path / "missing.yaml")], capture_output=True, text=True
+    )
+    assert res.returncode == 1
+    lines = res.stdout.strip().splitlines()
+    assert f"{bad}: spec.optimizer.name: 'sgd' is not one of adamw, lamb" in lines
+    assert f"{bad}: spec.optimizer.lr: must be > 0.0, got -1.0" in lines
+    assert any(line.startswith(f"{tmp_path / 'missing.yaml'}: cannot read") for line in lines)

@@ -1,0 +1,63 @@
+"""The trainer entry point: what every worker process runs, under torchrun, in a pod, or locally.
+
+    python -m pretrain_trainer --config job.yaml                      # one process
+    torchrun --nproc-per-node 2 -m pretrain_trainer --config job.yaml  # two processes, gloo on CPU / NCCL on GPU
+    pretrainjob run job.yaml --local --nproc 2                        # local workers with a pod's environment
+    pretrainjob train --config job.yaml                               # the same as python -m pretrain_trainer
+
+The config is a whole PretrainJob manifest or just its spec. Exit codes: 0 done; 2 bad config or data (do not
+retry: the operator marks the job Failed); 143 stopped by SIGTERM after a checkpoint (resume later); anything
+else is a failure worth a restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_BAD_CONFIG = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pretrain_trainer", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="PretrainJob manifest or spec (YAML)")
+    parser.add_argument(
+        "--run-dir", help="local folder for logs and the summary (default: $PRETRAIN_RUN_DIR, else runs/<job name>)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("PRETRAIN_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    # Quiet by default: one line per N steps from rank 0, warnings from everyone.
+    logging.getLogger("pretrain_trainer.train").setLevel(
+        logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING
+    )
+
+    from pretrain_trainer.config import ConfigError, load_job
+    from pretrain_trainer.data.shards import ShardError
+    from pretrain_trainer.distributed import DistEnv
+    from pretrain_trainer.storage import StorageError
+
+    try:
+        job = load_job(args.config)
+    except (ConfigError, OSError) as err:
+        print(f"pretrain_trainer: invalid config:\n{err}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    run_dir = Path(args.run_dir or os.environ.get("PRETRAIN_RUN_DIR") or f"runs/{job.name}")
+
+    from pretrain_trainer.trainer import EXIT_PREEMPTED, train
+
+    try:
+        summary = train(job, DistEnv.from_env(), run_dir)
+    except (ValueError, ShardError, StorageError, FileNotFoundError) as err:
+        print(f"pretrain_trainer: cannot train job {job.name}: {err}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    return EXIT_PREEMPTED if summary.preempted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,620 @@
+"""The PretrainJob spec as typed dataclasses: the one schema that the trainer reads, `pretrainjob validate` checks
+and the CRD's openAPIV3Schema is generated from. Imports neither torch nor transformers (the operator image has
+neither).
+
+Every field carries its documentation and constraints in `spec_field(...)` metadata, so the same text reaches
+`--help`, the CRD and the README reference. YAML uses Kubernetes' camelCase (`microBatchSize`); Python uses
+snake_case (`micro_batch_size`); `from` is `from_` in Python.
+
+    job = load_job("pretrainjob.yaml")           # a whole PretrainJob manifest, or just its spec
+    job.spec.training.micro_batch_size
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+API_GROUP = "pretrain-operator.dev"
+API_VERSION = f"{API_GROUP}/v1alpha1"
+KIND = "PretrainJob"
+# <name>-worker-<index> must stay a valid RFC 1035 label (63 characters) for up to 9999 workers.
+MAX_NAME_LENGTH = 63 - len("-worker-9999")
+NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+# What each architecture is (and, for `scratch`, how many positions it has by default).
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "gpt2": {"kind": "decoder", "positions_key": "n_positions", "positions": 1024},
+    "llama": {"kind": "decoder", "positions_key": "max_position_embeddings", "positions": 2048},
+    "bert": {"kind": "encoder", "positions_key": "max_position_embeddings", "positions": 512},
+    # RoBERTa reserves two positions for its padding offset.
+    "roberta": {"kind": "encoder", "positions_key": "max_position_embeddings", "positions": 514, "offset": 2},
+}
+
+
+def spec_field(
+    default: Any = dataclasses.MISSING,
+    *,
+    doc: str,
+    enum: tuple[str, ...] | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: bool = False,
+    name: str | None = None,
+    factory: Any = dataclasses.MISSING,
+) -> Any:
+    """A dataclass field with its documentation and constraints attached (read by parsing and the CRD)."""
+    meta = {
+        "doc": doc,
+        "enum": enum,
+        "minimum": minimum,
+        "maximum": maximum,
+        "exclusive_minimum": exclusive_minimum,
+        "name": name,
+    }
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def yaml_name(f: dataclasses.Field[Any]) -> str:
+    """The field's key in YAML: its explicit name, else camelCase of the Python name."""
+    if f.metadata.get("name"):
+        return f.metadata["name"]
+    head, *rest = f.name.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+# --------------------------------------------------------------------------------------------------- the spec
+
+
+@dataclass(frozen=True)
+class WorkersSpec:
+    replicas: int = spec_field(
+        1,
+        doc="Worker pods (nodes). Changing it restarts the workers with the new world "
+        "size; the loader resumes at the exact next sample.",
+        minimum=1,
+    )
+    procs_per_worker: int = spec_field(1, doc="Processes per pod (torchrun --nproc-per-node): GPUs per pod.", minimum=1)
+    resources: dict[str, Any] = spec_field(
+        factory=dict,
+        doc="Kubernetes resource requests/limits of the trainer container, e.g. {limits: {nvidia.com/gpu: 8}}.",
+    )
+    node_selector: dict[str, str] = spec_field(factory=dict, doc="Pod nodeSelector.")
+    tolerations: list[dict[str, Any]] = spec_field(factory=list, doc="Pod tolerations.")
+    affinity: dict[str, Any] = spec_field(factory=dict, doc="Pod affinity.")
+    priority_class_name: str = spec_field("", doc="Pod priorityClassName.")
+    service_account_name: str = spec_field("", doc="Pod serviceAccountName (e.g. for IRSA access to S3).")
+    image_pull_secrets: list[str] = spec_field(factory=list, doc="Names of image pull Secrets.")
+    shm_size: str = spec_field("8Gi", doc="Size limit of the memory-backed /dev/shm (data loaders, NCCL).")
+    labels: dict[str, str] = spec_field(factory=dict, doc="Extra labels for the worker pods.")
+    annotations: dict[str, str] = spec_field(factory=dict, doc="Extra annotations for the worker pods.")
+
+    @property
+    def world_size(self) -> int:
+        return self.replicas * self.procs_per_worker
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    architecture: str = spec_field("gpt2", doc="A transformers architecture.", enum=tuple(ARCHITECTURES))
+    init: str = spec_field(
+        "scratch",
+        doc="scratch: new weights from `config`; pretrained: continue "
+        "pretraining the Hugging Face checkpoint at `from` (DAPT/TAPT).",
+        enum=("scratch", "pretrained"),
+    )
+    from_: str = spec_field(
+        "", name="from", doc="Hugging Face-format checkpoint folder (local path or s3:// URI) for init: pretrained."
+    )
+    config: dict[str, Any] = spec_field(
+        factory=dict,
+        doc="Overrides of the architecture's transformers config, "
+        "e.g. {hidden_size: 768, num_hidden_layers: 12}. vocab_size comes from "
+        "the tokenizer.",
+    )
+    extend_vocab: bool = spec_field(
+        False,
+        doc="For init: pretrained, add the job tokenizer's tokens that the "
+        "checkpoint's tokenizer lacks and resize the embeddings (old rows kept).",
+    )
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    uri: str = spec_field(
+        doc="tokenizer.json, or a folder holding it (local path or s3:// URI). Shards must "
+        "have been prepared with this tokenizer."
+    )
+
+
+@dataclass(frozen=True)
+class MlmSpec:
+    probability: float = spec_field(
+        0.15, doc="Share of tokens selected for prediction.", minimum=0.0, maximum=1.0, exclusive_minimum=True
+    )
+    masking: str = spec_field(
+        "token",
+        doc="token: independent tokens; whole-word: all sub-tokens of a word "
+        "together; span: SpanBERT-style geometric spans.",
+        enum=("token", "whole-word", "span"),
+    )
+    mask_fraction: float = spec_field(
+        0.8, doc="Share of selected tokens replaced by the mask token.", minimum=0.0, maximum=1.0
+    )
+    random_fraction: float = spec_field(
+        0.1,
+        doc="Share of selected tokens replaced by a random token (the rest stay unchanged).",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    mean_span_length: float = spec_field(3.0, doc="Mean span length for masking: span.", minimum=1.0)
+    max_span_length: int = spec_field(10, doc="Longest span for masking: span.", minimum=1)
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    type: str = spec_field(
+        "clm", doc="clm: next-token prediction (decoders); mlm: masked LM (encoders).", enum=("clm", "mlm")
+    )
+    mlm: MlmSpec = spec_field(factory=MlmSpec, doc="Masking settings for type: mlm.")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    train: str = spec_field(doc="Shard set for training: a folder written by `pretrainjob prepare` (holds index.json).")
+    validation: str = spec_field("", doc="Shard set for validation loss and perplexity (optional).")
+    sequence_length: int = spec_field(1024, doc="Tokens per sample.", minimum=8)
+    seed: int = spec_field(0, doc="Seed of the global sample order.", minimum=0)
+    prefetch_batches: int = spec_field(2, doc="Global batches read ahead in the background.", minimum=0)
+    read_threads: int = spec_field(8, doc="Parallel ranged reads per rank.", minimum=1)
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    name: str = spec_field("adamw", doc="adamw (fused on CUDA) or lamb.", enum=("adamw", "lamb"))
+    lr: float = spec_field(3e-4, doc="Peak learning rate.", minimum=0.0, exclusive_minimum=True)
+    weight_decay: float = spec_field(0.1, doc="Decoupled weight decay (not applied to biases and norms).", minimum=0.0)
+    beta1: float = spec_field(0.9, doc="First-moment decay.", minimum=0.0, maximum=1.0)
+    beta2: float = spec_field(0.95, doc="Second-moment decay.", minimum=0.0, maximum=1.0)
+    eps: float = spec_field(1e-8, doc="Denominator epsilon.", minimum=0.0, exclusive_minimum=True)
+    warmup_steps: int = spec_field(0, doc="Linear warm-up steps from 0 to lr.", minimum=0)
+    schedule: str = spec_field(
+        "cosine", doc="Decay after warm-up, to lr × minLrRatio at maxSteps.", enum=("cosine", "linear", "constant")
+    )
+    min_lr_ratio: float = spec_field(0.1, doc="Final learning rate as a share of lr.", minimum=0.0, maximum=1.0)
+    grad_clip: float = spec_field(1.0, doc="Clip the global gradient norm to this (0 disables).", minimum=0.0)
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    max_steps: int = spec_field(1000, doc="Optimizer steps to train for.", minimum=1)
+    global_batch_tokens: int = spec_field(
+        0,
+        doc="Tokens per optimizer step over all ranks (sets the global "
+        "batch as tokens ÷ sequenceLength). Give this or globalBatchSamples.",
+        minimum=0,
+    )
+    global_batch_samples: int = spec_field(0, doc="Samples per optimizer step over all ranks.", minimum=0)
+    micro_batch_size: int = spec_field(
+        8,
+        doc="Samples per forward pass per process; gradient accumulation makes up the rest of the global batch.",
+        minimum=1,
+    )
+    precision: str = spec_field(
+        "auto", doc="auto: bf16 autocast on GPU, fp32 on CPU; bf16; fp32.", enum=("auto", "bf16", "fp32")
+    )
+    parallelism: str = spec_field(
+        "ddp", doc="ddp: replicate the model; fsdp: shard it (FSDP2 fully_shard).", enum=("ddp", "fsdp")
+    )
+    compile: bool = spec_field(False, doc="torch.compile the model.")
+    activation_checkpointing: bool = spec_field(False, doc="Recompute activations in the backward pass to save memory.")
+    log_every_steps: int = spec_field(10, doc="Steps between log lines.", minimum=1)
+    eval_every_steps: int = spec_field(
+        0, doc="Steps between validation runs (0: only at the end, when data.validation is set).", minimum=0
+    )
+    eval_batches: int = spec_field(20, doc="Global batches per validation run.", minimum=1)
+    seed: int = spec_field(0, doc="Seed for model initialisation and masking.", minimum=0)
+
+    def batch_samples(self, sequence_length: int) -> int:
+        return self.global_batch_samples or self.global_batch_tokens // sequence_length
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    uri: str = spec_field("", doc="Where checkpoints go (s3:// URI or local path). Empty: no checkpoints, no resume.")
+    every_steps: int = spec_field(1000, doc="Steps between checkpoints (one is also written at the end).", minimum=1)
+    keep: int = spec_field(3, doc="Complete checkpoints to keep.", minimum=1)
+    export_hf: bool = spec_field(
+        False,
+        name="exportHF",
+        doc="Also export the final model in Hugging Face save_pretrained format, with the tokenizer, under <uri>/hf/.",
+    )
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    endpoint: str = spec_field("", doc="S3 endpoint URL for S3-compatible stores (MinIO, Ceph); empty: AWS.")
+    region: str = spec_field("", doc="S3 region.")
+    addressing_style: str = spec_field(
+        "auto", doc="auto: path-style when an endpoint is set.", enum=("auto", "path", "virtual")
+    )
+    credentials_secret: str = spec_field(
+        "",
+        doc="Name of a Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, passed to the pods as references only.",
+    )
+
+
+@dataclass(frozen=True)
+class MetricsSpec:
+    port: int = spec_field(
+        9400, doc="Port of rank 0's Prometheus /metrics endpoint (0 disables).", minimum=0, maximum=65535
+    )
+
+
+@dataclass(frozen=True)
+class FailurePolicySpec:
+    max_restarts: int = spec_field(3, doc="Gang restarts after a worker failure before the job is Failed.", minimum=0)
+
+
+@dataclass(frozen=True)
+class PretrainJobSpec:
+    tokenizer: TokenizerSpec = spec_field(doc="The job's tokenizer.")
+    data: DataSpec = spec_field(doc="Training and validation shards.")
+    image: str = spec_field("", doc="Trainer container image (the operator's default when empty).")
+    suspend: bool = spec_field(
+        False,
+        doc="Stop the workers (after a checkpoint) and keep the job; false "
+        "resumes. Kueue and admins use it to pause jobs.",
+    )
+    workers: WorkersSpec = spec_field(factory=WorkersSpec, doc="Worker pods and processes.")
+    model: ModelSpec = spec_field(factory=ModelSpec, doc="Architecture and initialisation.")
+    objective: ObjectiveSpec = spec_field(factory=ObjectiveSpec, doc="Training objective.")
+    optimizer: OptimizerSpec = spec_field(factory=OptimizerSpec, doc="Optimizer and learning-rate schedule.")
+    training: TrainingSpec = spec_field(factory=TrainingSpec, doc="Batching, precision, parallelism, steps.")
+    checkpoint: CheckpointSpec = spec_field(factory=CheckpointSpec, doc="Checkpoints in object storage.")
+    storage: StorageSpec = spec_field(factory=StorageSpec, doc="Object-store connection.")
+    metrics: MetricsSpec = spec_field(factory=MetricsSpec, doc="Prometheus metrics.")
+    failure_policy: FailurePolicySpec = spec_field(factory=FailurePolicySpec, doc="Restarts on failure.")
+    ttl_seconds_after_finished: int = spec_field(
+        0, doc="Delete the finished job after this many seconds (0: keep it).", minimum=0
+    )
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    namespace: str
+    spec: PretrainJobSpec
+
+
+# ------------------------------------------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class ConfigError(ValueError):
+    """One or more problems with a job spec, each naming its field path."""
+
+    def __init__(self, problems: list[Problem], source: str = "") -> None:
+        self.problems = problems
+        self.source = source
+        prefix = f"{source}: " if source else ""
+        super().__init__("\n".join(prefix + str(p) for p in problems))
+
+
+def _type_name(tp: Any) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(tp, "an object")
+
+
+def _parse_value(tp: Any, value: Any, path: str, problems: list[Problem]) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _parse_dataclass(tp, value, path, problems)
+    if origin in (dict,):
+        if not isinstance(value, dict):
+            problems.append(Problem(path, f"must be a mapping, got {type(value).__name__}"))
+            return {}
+        return dict(value)
+    if origin in (list,):
+        if not isinstance(value, list):
+            problems.append(Problem(path, f"must be a list, got {type(value).__name__}"))
+            return []
+        return list(value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (str, int, float, bool) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
+        problems.append(Problem(path, f"must be {_type_name(tp)}, got {value!r}"))
+        return None
+    return value
+
+
+def _check_constraints(f: dataclasses.Field[Any], value: Any, path: str, problems: list[Problem]) -> None:
+    meta = f.metadata
+    if value is None:
+        return
+    if meta.get("enum") and value not in meta["enum"]:
+        problems.append(Problem(path, f"{value!r} is not one of {', '.join(meta['enum'])}"))
+    lo, hi = meta.get("minimum"), meta.get("maximum")
+    if lo is not None and (value < lo or (meta.get("exclusive_minimum") and value == lo)):
+        problems.append(Problem(path, f"must be {'>' if meta.get('exclusive_minimum') else '>='} {lo}, got {value}"))
+    if hi is not None and value > hi:
+        problems.append(Problem(path, f"must be <= {hi}, got {value}"))
+
+
+def _parse_dataclass(cls: type, data: Any, path: str, problems: list[Problem]) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        problems.append(Problem(path, f"must be a mapping, got {type(data).__name__}"))
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = {yaml_name(f): f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known fields: {', '.join(fields)}"
+            problems.append(Problem(f"{path}.{key}", f"unknown field{hint}"))
+    kwargs = {}
+    for key, f in fields.items():
+        sub = f"{path}.{key}"
+        if key not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                if dataclasses.is_dataclass(hints[f.name]):
+                    kwargs[f.name] = _parse_dataclass(hints[f.name], {}, sub, problems)
+                else:
+                    problems.append(Problem(sub, "required"))
+                    kwargs[f.name] = None
+            continue
+        value = _parse_value(hints[f.name], data[key], sub, problems)
+        _check_constraints(f, value, sub, problems)
+        kwargs[f.name] = value
+    try:
+        return cls(**{k: v for k, v in kwargs.items() if v is not None})
+    except TypeError:  # a required field had a problem; it is already reported
+        return None
+
+
+def parse_spec(data: Any, path: str = "spec") -> PretrainJobSpec:
+    """Build and check a spec from parsed YAML; raises ConfigError listing every problem found."""
+    problems: list[Problem] = []
+    spec = _parse_dataclass(PretrainJobSpec, data, path, problems)
+    if spec is not None and not problems:
+        problems.extend(semantic_problems(spec, path))
+    if problems:
+        raise ConfigError(problems)
+    return spec
+
+
+def parse_job(data: Any, default_name: str = "local") -> Job:
+    """A whole PretrainJob manifest, or a bare spec."""
+    if not isinstance(data, dict):
+        raise ConfigError([Problem("(document)", "must be a PretrainJob manifest or its spec, as a mapping")])
+    if "spec" not in data and "kind" not in data:
+        return Job(default_name, "default", parse_spec(data, "spec"))
+    problems = []
+    if data.get("kind") != KIND:
+        problems.append(Problem("kind", f"must be {KIND}, got {data.get('kind')!r}"))
+    if data.get("apiVersion") != API_VERSION:
+        problems.append(Problem("apiVersion", f"must be {API_VERSION}, got {data.get('apiVersion')!r}"))
+    meta = data.get("metadata") or {}
+    name = meta.get("name", "")
+    problems.extend(name_problems(name))
+    try:
+        spec = parse_spec(data.get("spec"), "spec")
+    except ConfigError as err:
+        problems.extend(err.problems)
+    if problems:
+        raise ConfigError(problems)
+    return Job(name, meta.get("namespace", "default"), spec)
+
+
+def load_jobs(path: str | Path) -> list[Job]:
+    """Every PretrainJob in a YAML file (multi-document files may hold other kinds too, which are skipped; a
+    file with a single bare spec is one job). Errors name the file, the document and the field paths."""
+    text = Path(path).read_text()
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as err:
+        raise ConfigError([Problem("(document)", f"not valid YAML: {err}")], str(path)) from err
+    if len(docs) > 1:
+        docs = [d for d in docs if isinstance(d, dict) and d.get("kind") == KIND]
+    if not docs:
+        raise ConfigError([Problem("(document)", f"no {KIND} in this file")], str(path))
+    jobs, problems = [], []
+    for n, doc in enumerate(docs):
+        try:
+            jobs.append(parse_job(doc, default_name=Path(path).stem.lower().replace("_", "-")))
+        except ConfigError as err:
+            where = f"{path} (document {n + 1})" if len(docs) > 1 else str(path)
+            problems.extend(Problem(f"{where}: {p.path}", p.message) for p in err.problems)
+    if problems:
+        raise ConfigError(problems)
+    return jobs
+
+
+def load_job(path: str | Path) -> Job:
+    """Read and check a file holding one PretrainJob (or a bare spec)."""
+    jobs = load_jobs(path)
+    if len(jobs) != 1:
+        raise ConfigError([Problem("(document)", f"holds {len(jobs)} {KIND}s; the trainer takes one")], str(path))
+    return jobs[0]
+
+
+# ----------------------------------------------------------------------------------------- semantic checks
+
+
+def name_problems(name: str) -> list[Problem]:
+    if not name:
+        return [Problem("metadata.name", "required")]
+    if len(name) > MAX_NAME_LENGTH:
+        return [
+            Problem(
+                "metadata.name",
+                f"{len(name)} characters; at most {MAX_NAME_LENGTH}, so that "
+                f"'{name[:8]}…-worker-N' stays a valid 63-character DNS label",
+            )
+        ]
+    if not NAME_RE.match(name):
+        return [
+            Problem(
+                "metadata.name",
+                f"{name!r} must be lower-case letters, digits and '-', starting with "
+                "a letter and ending with a letter or digit (RFC 1035)",
+            )
+        ]
+    return []
+
+
+_URI_RE = re.compile(r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|file:///.*)$")
+
+
+def uri_problem(value: str, path: str) -> Problem | None:
+    """Object-store URIs must be s3:// (with a valid bucket name) or file:///; plain paths are local."""
+    if value and ":" in value.split("/", 1)[0] and not _URI_RE.match(value):
+        return Problem(
+            path,
+            f"{value!r} is not a valid URI; use s3://bucket/prefix (bucket: 3-63 lower-case "
+            "letters, digits, '.' and '-'), file:///path or a local path",
+        )
+    return None
+
+
+def semantic_problems(spec: PretrainJobSpec, path: str = "spec") -> list[Problem]:
+    """Checks across fields, beyond types and ranges."""
+    out: list[Problem] = []
+    uris = [
+        (spec.tokenizer.uri, "tokenizer.uri"),
+        (spec.data.train, "data.train"),
+        (spec.data.validation, "data.validation"),
+        (spec.checkpoint.uri, "checkpoint.uri"),
+        (spec.model.from_, "model.from"),
+    ]
+    out.extend(p for v, where in uris if (p := uri_problem(v, f"{path}.{where}")))
+
+    arch = ARCHITECTURES[spec.model.architecture]
+    wants = "encoder" if spec.objective.type == "mlm" else "decoder"
+    if arch["kind"] != wants:
+        fit = ", ".join(a for a, v in ARCHITECTURES.items() if v["kind"] == wants)
+        out.append(
+            Problem(
+                f"{path}.objective.type",
+                f"{spec.objective.type} needs an {wants} architecture, but "
+                f"model.architecture is {spec.model.architecture}; use one of {fit}",
+            )
+        )
+    if spec.model.init == "pretrained" and not spec.model.from_:
+        out.append(Problem(f"{path}.model.from", "required for init: pretrained (the checkpoint to continue from)"))
+    if spec.model.init == "scratch" and spec.model.from_:
+        out.append(Problem(f"{path}.model.from", "only for init: pretrained; remove it or set init: pretrained"))
+    if spec.model.extend_vocab and spec.model.init != "pretrained":
+        out.append(Problem(f"{path}.model.extendVocab", "only for init: pretrained"))
+    if spec.model.init == "scratch":
+        positions = spec.model.config.get(arch["positions_key"], arch["positions"]) - arch.get("offset", 0)
+        if spec.data.sequence_length > positions:
+            out.append(
+                Problem(
+                    f"{path}.data.sequenceLength",
+                    f"{spec.data.sequence_length} exceeds the model's "
+                    f"{positions} positions; lower it or set model.config.{arch['positions_key']}",
+                )
+            )
+
+    mlm = spec.objective.mlm
+    if mlm.mask_fraction + mlm.random_fraction > 1.0:
+        out.append(
+            Problem(
+                f"{path}.objective.mlm",
+                f"maskFraction + randomFraction = {mlm.mask_fraction + mlm.random_fraction:g} exceeds 1",
+            )
+        )
+
+    t = spec.training
+    world = spec.workers.world_size
+    if bool(t.global_batch_tokens) == bool(t.global_batch_samples):
+        out.append(Problem(f"{path}.training", "give exactly one of globalBatchTokens and globalBatchSamples"))
+    else:
+        per_step = t.micro_batch_size * world
+        if t.global_batch_tokens and t.global_batch_tokens % spec.data.sequence_length:
+            out.append(
+                Problem(
+                    f"{path}.training.globalBatchTokens",
+                    f"{t.global_batch_tokens} is not a multiple of data.sequenceLength {spec.data.sequence_length}",
+                )
+            )
+        samples = t.batch_samples(spec.data.sequence_length)
+        if samples % per_step or samples == 0:
+            lower = max(per_step, samples // per_step * per_step)
+            unit = spec.data.sequence_length if t.global_batch_tokens else 1
+            which = "globalBatchTokens" if t.global_batch_tokens else "globalBatchSamples"
+            out.append(
+                Problem(
+                    f"{path}.training.{which}",
+                    f"{samples} samples per step cannot be split into "
+                    f"micro batches of {t.micro_batch_size} over {world} processes (world size); use a "
+                    f"multiple of {per_step} samples, e.g. {lower * unit} or {(lower + per_step) * unit}",
+                )
+            )
+
+    gpus = _gpu_count(spec.workers.resources)
+    if gpus is not None and gpus != spec.workers.procs_per_worker:
+        out.append(
+            Problem(
+                f"{path}.workers.resources",
+                f"asks for {gpus} GPUs per pod but "
+                f"workers.procsPerWorker is {spec.workers.procs_per_worker}; they must match",
+            )
+        )
+    return out
+
+
+def _gpu_count(resources: dict[str, Any]) -> int | None:
+    for section in ("limits", "requests"):
+        value = (resources.get(section) or {}).get("nvidia.com/gpu")
+        if value is not None:
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                return -1
+    return None
+
+
+def to_dict(obj: Any) -> Any:
+    """A spec (or part of one) back to its YAML shape, camelCase keys."""
+    if dataclasses.is_dataclass(obj):
+        return {yaml_name(f): to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+__all__ = [
+    "API_VERSION",
+    "KIND",
+    "ConfigError",
+    "Job",
+    "PretrainJobSpec",
+    "Problem",
+    "load_job",
+    "parse_job",
+    "parse_spec",
+    "semantic_problems",
+    "to_dict",
+]

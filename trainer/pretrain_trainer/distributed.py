@@ -1,0 +1,99 @@
+"""The process group, from the environment that torchrun (or the operator's pods, or `pretrainjob run --local`)
+sets: RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT. NCCL on GPUs, gloo on CPUs; a process started
+without them is a world of one.
+
+Workers on Kubernetes can start before the rendezvous host's DNS record exists; instead of an init container that
+loops forever, `wait_for_host` retries the lookup with backoff until a deadline and then fails with a message
+that says what to check.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> DistEnv:
+        env = os.environ if environ is None else environ
+        try:
+            return cls(
+                rank=int(env.get("RANK", 0)),
+                local_rank=int(env.get("LOCAL_RANK", 0)),
+                world_size=int(env.get("WORLD_SIZE", 1)),
+                master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
+                master_port=int(env.get("MASTER_PORT", 29500)),
+            )
+        except ValueError as err:
+            raise ValueError(f"RANK/LOCAL_RANK/WORLD_SIZE/MASTER_PORT must be integers: {err}") from err
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def wait_for_host(host: str, deadline_s: float = 600.0, sleep=time.sleep) -> None:  # type: ignore[no-untyped-def]
+    """Resolve `host`, retrying with backoff for up to `deadline_s` seconds."""
+    started = time.monotonic()
+    delay = 0.5
+    while True:
+        try:
+            socket.getaddrinfo(host, None)
+            return
+        except socket.gaierror as err:
+            waited = time.monotonic() - started
+            if waited >= deadline_s:
+                raise RuntimeError(
+                    f"MASTER_ADDR {host!r} did not resolve within {deadline_s:.0f} s ({err}). Check that worker 0's "
+                    "pod is running and that the job's headless Service exists."
+                ) from err
+            log.info("waiting for rendezvous host %s to resolve (%.0f s so far)", host, waited)
+            sleep(min(delay, max(0.0, deadline_s - waited)))
+            delay = min(delay * 2, 10.0)
+
+
+def init(env: DistEnv, timeout_s: float = 1800.0) -> torch.device:
+    """Join the process group (if the world has more than one process) and return this process's device."""
+    if torch.cuda.is_available():
+        device = torch.device("cuda", env.local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if env.world_size > 1 and not dist.is_initialized():
+        wait_for_host(env.master_addr)
+        dist.init_process_group(
+            backend="nccl" if device.type == "cuda" else "gloo",
+            init_method=f"tcp://{env.master_addr}:{env.master_port}",
+            rank=env.rank,
+            world_size=env.world_size,
+            timeout=timedelta(seconds=timeout_s),
+        )
+    return device
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,304 @@
+"""`pretrainjob run JOB.yaml --local`: run a job's trainer processes on this machine, as torchrun would in one pod.
+
+    rc = run_local("job.yaml", nproc=2, run_dir=Path("runs/job"))
+
+The launcher starts N processes of `python -m pretrain_trainer --config JOB.yaml` (N: --nproc, else the job's
+workers.replicas × workers.procsPerWorker) on one node, each with the environment of `worker_env`: the variables
+torchrun gives its workers plus the Kubeflow PyTorchJob-style PET_* ones the operator's pods carry, so the trainer
+cannot tell a local run from a pod.
+
+Output: every line a process writes (stdout and stderr, merged in order) goes to this process's stdout prefixed
+with `[rank N] ` (rank 0 too, so interleaved lines always say where they came from), and, unprefixed and
+byte-exact, to RUN_DIR/rank-N.log (appended to, so a resumed run keeps the earlier attempts' logs).
+
+Gang semantics, as torchrun: when a process exits non-zero the others get SIGTERM, then SIGKILL (to their whole
+process group) after a grace period, and run_local returns the first failure's exit code (128 + signal number
+for a process killed by a signal). SIGINT (Ctrl-C) or SIGTERM to the launcher is forwarded to the processes as
+SIGTERM, like a pod deletion, and run_local returns 128 + that signal's number once they have exited; a second
+Ctrl-C kills them at once. The processes run in their own sessions, so a terminal's Ctrl-C reaches only the
+launcher and each trainer sees exactly one SIGTERM, which it may use to checkpoint before exiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO
+
+# Variables a launcher sets; stale values inherited from an outer launcher are dropped before the contract's
+# own are set. (TORCHELASTIC_USE_AGENT_STORE in particular would make init_process_group wait for a store that
+# no agent hosts.)
+_LAUNCHER_VARS = (
+    "RANK",
+    "LOCAL_RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "GROUP_WORLD_SIZE",
+    "ROLE_RANK",
+    "ROLE_WORLD_SIZE",
+    "ROLE_NAME",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+)
+_LAUNCHER_PREFIXES = ("TORCHELASTIC_", "PET_")
+
+DEFAULT_GRACE_S = 30.0
+_POLL_S = 0.05
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which containers' cpusets restrict), else cpu_count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def worker_env(
+    rank: int,
+    nproc: int,
+    master_port: int,
+    run_id: str,
+    base_env: Mapping[str, str],
+    *,
+    master_addr: str = "127.0.0.1",
+    nnodes: int = 1,
+    node_rank: int = 0,
+    run_dir: str | None = None,
+    cpus: int | None = None,
+) -> dict[str, str]:
+    """The environment of trainer process `rank` (its local rank: the global rank when nnodes is 1) of `nproc`
+    per node, a pure function of its arguments (`cpus` defaults to available_cpus()).
+
+    The result is `base_env` without stale launcher variables, plus:
+
+      RANK              node_rank × nproc + rank          LOCAL_RANK        rank
+      WORLD_SIZE        nnodes × nproc                    LOCAL_WORLD_SIZE  nproc
+      GROUP_RANK        node_rank                         GROUP_WORLD_SIZE  nnodes
+      ROLE_RANK, ROLE_WORLD_SIZE, ROLE_NAME=default       (as torchrun sets them)
+      MASTER_ADDR       master_addr                       MASTER_PORT       master_port
+      TORCHELASTIC_RUN_ID  run_id                         TORCHELASTIC_RESTART_COUNT, _MAX_RESTARTS  0
+      PET_NNODES, PET_NPROC_PER_NODE, PET_NODE_RANK, PET_MASTER_ADDR, PET_MASTER_PORT  (Kubeflow PyTorchJob names)
+      PYTHONUNBUFFERED  1
+      OMP_NUM_THREADS   base_env's, else max(1, cpus // nproc)
+      PRETRAIN_RUN_DIR  run_dir (when given)
+    """
+    if not 0 <= rank < nproc:
+        raise ValueError(f"rank {rank} is not in 0..{nproc - 1}")
+    if not 0 <= node_rank < nnodes:
+        raise ValueError(f"node_rank {node_rank} is not in 0..{nnodes - 1}")
+    env = {k: v for k, v in base_env.items() if k not in _LAUNCHER_VARS and not k.startswith(_LAUNCHER_PREFIXES)}
+    global_rank, world = node_rank * nproc + rank, nnodes * nproc
+    env.update(
+        RANK=str(global_rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_WORLD_SIZE=str(nproc),
+        GROUP_RANK=str(node_rank),
+        GROUP_WORLD_SIZE=str(nnodes),
+        ROLE_RANK=str(global_rank),
+        ROLE_WORLD_SIZE=str(world),
+        ROLE_NAME="default",
+        MASTER_ADDR=master_addr,
+        MASTER_PORT=str(master_port),
+        TORCHELASTIC_RUN_ID=run_id,
+        TORCHELASTIC_RESTART_COUNT="0",
+        TORCHELASTIC_MAX_RESTARTS="0",
+        PET_NNODES=str(nnodes),
+        PET_NPROC_PER_NODE=str(nproc),
+        PET_NODE_RANK=str(node_rank),
+        PET_MASTER_ADDR=master_addr,
+        PET_MASTER_PORT=str(master_port),
+        PYTHONUNBUFFERED="1",
+    )
+    if not env.get("OMP_NUM_THREADS"):
+        env["OMP_NUM_THREADS"] = str(max(1, (available_cpus() if cpus is None else cpus) // nproc))
+    if run_dir is not None:
+        env["PRETRAIN_RUN_DIR"] = run_dir
+    return env
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the OS's pick)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _exit_code(returncode: int) -> int:
+    """Popen's returncode as a shell would report it: -N (killed by signal N) becomes 128 + N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+class _Output:
+    """Serialises the ranks' lines onto the launcher's stdout (looked up per write, so redirection works)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def write(self, text: str) -> None:
+        with self.lock:
+            try:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            except (BrokenPipeError, ValueError):  # stdout closed under us: the log file still has everything
+                pass
+
+
+def _pump(rank: int, stream: IO[bytes], log_path: Path, out: _Output) -> None:
+    prefix = f"[rank {rank}] "
+    with stream, open(log_path, "ab") as log:
+        for raw in iter(stream.readline, b""):
+            log.write(raw)
+            log.flush()
+            line = raw.decode("utf-8", errors="replace")
+            out.write(prefix + (line if line.endswith("\n") else line + "\n"))
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def _signal_one(proc: subprocess.Popen[bytes], sig: int) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+
+
+def _stop_all(procs: list[subprocess.Popen[bytes]], grace_s: float, kill_now: threading.Event) -> None:
+    """SIGTERM every running process, wait up to grace_s, then SIGKILL their process groups."""
+    for p in procs:
+        _signal_one(p, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline and not kill_now.is_set():
+        time.sleep(_POLL_S)
+    for p in procs:
+        # Also the group of a process that has exited: its children (data loader workers, ...) may linger.
+        _signal_group(p, signal.SIGKILL)
+    for p in procs:
+        p.wait()
+
+
+def run_local(
+    job_path: str,
+    nproc: int | None,
+    run_dir: Path,
+    extra_env: dict[str, str] | None = None,
+    module: str = "pretrain_trainer",
+    *,
+    grace_s: float = DEFAULT_GRACE_S,
+) -> int:
+    """Run `python -m <module> --config <job_path>` as `nproc` ranks here; the exit code of the run (0, the first
+    failing rank's, or 128 + the signal that stopped the launcher). `extra_env` is added to this process's
+    environment before worker_env applies the contract (so it can set e.g. OMP_NUM_THREADS or PYTHONPATH, not
+    RANK). Raises ConfigError for an invalid job."""
+    from pretrain_trainer.config import load_job
+
+    job = load_job(job_path)
+    n = nproc if nproc is not None else job.spec.workers.world_size
+    if n < 1:
+        raise ValueError(f"--nproc must be at least 1, got {n}")
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    run_id = f"{job.name}-{uuid.uuid4().hex[:8]}"
+    base = {**os.environ, **(extra_env or {})}
+    cmd = [sys.executable, "-m", module, "--config", str(job_path)]
+    print(
+        f"pretrainjob: starting {n} process{'es' if n > 1 else ''} of job {job.name} (run {run_id}, rendezvous "
+        f"127.0.0.1:{port}); logs in {run_dir}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+    stop_signal: list[int] = []  # the signals received, in order
+    kill_now = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop_signal.append(signum)
+        if len(stop_signal) > 1:
+            kill_now.set()
+
+    previous: dict[int, object] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, on_signal)
+
+    out = _Output()
+    procs: list[subprocess.Popen[bytes]] = []
+    pumps: list[threading.Thread] = []
+    try:
+        for rank in range(n):
+            env = worker_env(rank, n, port, run_id, base, run_dir=str(run_dir))
+            proc = subprocess.Popen(
+                cmd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            procs.append(proc)
+            assert proc.stdout is not None
+            t = threading.Thread(
+                target=_pump,
+                args=(rank, proc.stdout, run_dir / f"rank-{rank}.log", out),
+                name=f"rank-{rank}-output",
+                daemon=True,
+            )
+            t.start()
+            pumps.append(t)
+
+        result = 0
+        while True:
+            if stop_signal:
+                name = signal.Signals(stop_signal[0]).name
+                print(
+                    f"pretrainjob: {name}: stopping all ranks (SIGTERM; SIGKILL after {grace_s:g} s, or at a "
+                    "second Ctrl-C)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                _stop_all(procs, grace_s, kill_now)
+                result = 128 + stop_signal[0]
+                break
+            codes = [p.poll() for p in procs]
+            failed = next(((r, c) for r, c in enumerate(codes) if c not in (None, 0)), None)
+            if failed is not None:
+                rank, code = failed
+                print(
+                    f"pretrainjob: rank {rank} exited with code {_exit_code(code)}; stopping the other ranks",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                _stop_all(procs, grace_s, kill_now)
+                result = _exit_code(code)
+                break
+            if all(c == 0 for c in codes):
+                break
+            time.sleep(_POLL_S)
+    finally:
+        # Also on an exception in this function: no trainer outlives its launcher.
+        for p in procs:
+            if p.poll() is None:
+                _signal_group(p, signal.SIGKILL)
+                p.wait()
+        for t in pumps:
+            t.join(timeout=5)  # a grandchild still holding the pipe must not hang the launcher
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+    return result
+
+
+__all__ = ["available_cpus", "free_port", "run_local", "worker_env"]

@@ -1,0 +1,58 @@
+"""What a finished local run prints and draws: a summary of the run and a PNG of loss against step."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def read_log(run_dir: Path) -> list[dict[str, object]]:
+    path = run_dir / "train.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def plot_loss(run_dir: Path, out: Path | None = None) -> Path | None:
+    """Training loss per step (and validation loss where measured) as a PNG; None when nothing was logged."""
+    records = read_log(run_dir)
+    train = [(r["step"], r["loss"]) for r in records if "event" not in r and "loss" in r]
+    if not train:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    val = [(r["step"], r["loss"]) for r in records if r.get("event") == "validation"]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    ax.plot(*zip(*train, strict=True), label="train", linewidth=1.2)
+    if val:
+        ax.plot(*zip(*val, strict=True), "o-", label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out = out or run_dir / "loss.png"
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def format_summary(summary: dict[str, object]) -> str:
+    lines = [
+        f"job {summary['job']}: {summary['steps']} steps on {summary['world_size']} processes, "
+        f"{summary['num_params'] / 1e6:.2f}M parameters",
+        f"final loss {summary['final_loss']:.4f}, {summary['tokens_per_second']:,.0f} tokens/s, "
+        f"{summary['tokens_seen']:,} tokens seen in {summary['seconds']:.1f} s",
+    ]
+    if summary.get("validation_loss") is not None:
+        lines.append(
+            f"validation loss {summary['validation_loss']:.4f}, perplexity {summary['validation_perplexity']:.2f}"
+        )
+    if summary.get("resumed_from") is not None:
+        lines.append(f"resumed from the checkpoint of step {summary['resumed_from']}")
+    if summary.get("last_checkpoint"):
+        lines.append(f"checkpoint: {summary['last_checkpoint']}")
+    if summary.get("hf_export"):
+        lines.append(f"Hugging Face export: {summary['hf_export']}")
+    return "\n".join(lines)

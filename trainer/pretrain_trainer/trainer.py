@@ -1,0 +1,474 @@
+"""The training loop: one optimizer step per global batch, gradient accumulation over micro batches, the loss
+normalised over every label token of the global batch so that any world size gives the same numbers.
+
+Loss normalisation: each rank sums the token losses of its micro batches and divides by the number of label
+tokens in the whole global batch (all-reduced before the backward passes), times the world size, because DDP and
+FSDP average gradients over ranks. A 1-process and a 2-process run of the same job therefore follow the same loss
+curve, and masked LM (whose label count varies) is weighted per token, not per micro batch.
+
+Masking is seeded per sample by its global position, so masks do not depend on the world size or on restarts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from pretrain_trainer import distributed
+from pretrain_trainer.checkpoint import CheckpointManager
+from pretrain_trainer.config import Job, PretrainJobSpec, StorageSpec, to_dict
+from pretrain_trainer.data.loader import StreamingLoader
+from pretrain_trainer.data.shards import ShardSet
+from pretrain_trainer.distributed import DistEnv
+from pretrain_trainer.metrics import StepMetrics, TrainerMetrics, model_flops_per_token, peak_flops
+from pretrain_trainer.model import build_model, max_positions
+from pretrain_trainer.objectives import MaskingConfig, TokenRoles, causal_lm_batch, masked_lm_batch, require_mask
+from pretrain_trainer.optim import build_optimizer, build_scheduler
+from pretrain_trainer.storage import StorageOptions
+from pretrain_trainer.tokenizer.load import LoadedTokenizer, load_tokenizer
+
+log = logging.getLogger("pretrain_trainer.train")
+
+EXIT_PREEMPTED = 143  # stopped by SIGTERM after writing a checkpoint: resume, do not count as a failure
+
+
+def storage_options(spec: StorageSpec) -> StorageOptions:
+    overrides: dict[str, Any] = {}
+    if spec.endpoint:
+        overrides["endpoint_url"] = spec.endpoint
+    if spec.region:
+        overrides["region"] = spec.region
+    if spec.addressing_style != "auto":
+        overrides["addressing_style"] = spec.addressing_style
+    return StorageOptions.from_env(**overrides)
+
+
+@dataclass
+class Summary:
+    job: str
+    steps: int
+    final_loss: float
+    tokens_seen: int
+    tokens_per_second: float
+    seconds: float
+    world_size: int
+    num_params: int
+    validation_loss: float | None = None
+    validation_perplexity: float | None = None
+    last_checkpoint: str | None = None
+    hf_export: str | None = None
+    resumed_from: int | None = None
+    preempted: bool = False
+    losses: list[float] = field(default_factory=list)
+
+
+class StopFlag:
+    """Set by SIGTERM (preemption, suspend, pod deletion): finish the step, checkpoint, exit."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+
+def _all_reduce(t: torch.Tensor, op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM) -> torch.Tensor:
+    if dist.is_initialized():
+        dist.all_reduce(t, op=op)
+    return t
+
+
+class Trainer:
+    def __init__(self, job: Job, env: DistEnv, run_dir: Path) -> None:
+        self.job = job
+        self.spec: PretrainJobSpec = job.spec
+        self.env = env
+        self.run_dir = run_dir
+        self.device = distributed.init(env)
+        self.options = storage_options(self.spec.storage)
+        self.causal = self.spec.objective.type == "clm"
+        self.seq = self.spec.data.sequence_length
+        self.global_samples = self.spec.training.batch_samples(self.seq)
+        self.micro = self.spec.training.micro_batch_size
+        self.accum = self.global_samples // (self.micro * env.world_size)
+        if self.accum * self.micro * env.world_size != self.global_samples:
+            raise ValueError(
+                f"spec.training: {self.global_samples} samples per step cannot be split into micro batches of "
+                f"{self.micro} over a world of {env.world_size}"
+            )
+        self.tokenizer: LoadedTokenizer = load_tokenizer(self.spec.tokenizer.uri, self.options)
+        self.roles = TokenRoles.from_tokenizer(self.tokenizer.tokenizer)
+        self.masking = None
+        if not self.causal:
+            try:
+                require_mask(self.roles)
+            except ValueError as err:
+                raise ValueError(f"spec.tokenizer.uri: {self.tokenizer.uri}: {err}") from err
+            mlm = self.spec.objective.mlm
+            self.masking = MaskingConfig(
+                probability=mlm.probability,
+                strategy=mlm.masking,
+                mask_fraction=mlm.mask_fraction,
+                random_fraction=mlm.random_fraction,
+                mean_span_length=mlm.mean_span_length,
+                max_span_length=mlm.max_span_length,
+            )
+        # Open the data before building the model: a wrong URI or tokenizer fails in seconds, not minutes.
+        self.train_set = ShardSet.open(self.spec.data.train, self.options, self.tokenizer.fingerprint)
+        self.val_set = (
+            ShardSet.open(self.spec.data.validation, self.options, self.tokenizer.fingerprint)
+            if self.spec.data.validation
+            else None
+        )
+        self.checkpoints = (
+            CheckpointManager(
+                self.spec.checkpoint.uri,
+                self.options,
+                keep=self.spec.checkpoint.keep,
+                rank=env.rank,
+                world_size=env.world_size,
+            )
+            if self.spec.checkpoint.uri
+            else None
+        )
+        torch.manual_seed(self.spec.training.seed)
+        model, self.info = build_model(
+            self.spec.model,
+            self.spec.objective.type,
+            self.tokenizer.tokenizer,
+            {"pad": self.roles.pad_id, "eos": self.tokenizer.eos_id, "bos": self.tokenizer.eos_id},
+            self.options,
+        )
+        positions = max_positions(model)
+        if positions is not None and self.seq > positions:
+            raise ValueError(f"spec.data.sequenceLength: {self.seq} exceeds the model's {positions} positions")
+        self.raw_model = model.to(self.device)
+        if self.spec.training.activation_checkpointing:
+            self.raw_model.gradient_checkpointing_enable()
+        self.model = self._wrap(self.raw_model)
+        self.optimizer = build_optimizer(self.raw_model, self.spec.optimizer, self.device)
+        self.scheduler = build_scheduler(self.optimizer, self.spec.optimizer, self.spec.training.max_steps)
+        self.autocast = self._autocast_dtype()
+        self.flops_per_token = model_flops_per_token(
+            self.info.num_params, self.info.num_layers, self.info.hidden_size, self.seq
+        )
+        self.peak = peak_flops(self.device)
+        self.metrics = TrainerMetrics(
+            job.name, self.spec.metrics.port, enabled=env.is_main and self.spec.metrics.port > 0
+        )
+        self.stop = StopFlag()
+
+    # ------------------------------------------------------------------------------------------------ setup
+
+    def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        if self.spec.training.parallelism == "fsdp" and self.env.world_size > 1:
+            from torch.distributed.fsdp import fully_shard
+
+            for module in model.modules():
+                if type(module).__name__.endswith(("Block", "DecoderLayer", "Layer")) and module is not model:
+                    fully_shard(module)
+            fully_shard(model)
+            wrapped: torch.nn.Module = model
+        elif self.env.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            wrapped = DistributedDataParallel(model, device_ids=ids)
+        else:
+            wrapped = model
+        if self.spec.training.compile:
+            wrapped = torch.compile(wrapped)
+        return wrapped
+
+    def _autocast_dtype(self) -> torch.dtype | None:
+        precision = self.spec.training.precision
+        if precision == "bf16" or (precision == "auto" and self.device.type == "cuda"):
+            return torch.bfloat16
+        return None
+
+    def _loader(self, shards: ShardSet, samples_consumed: int, train: bool) -> StreamingLoader:
+        return StreamingLoader(
+            shards,
+            sequence_length=self.seq,
+            causal=self.causal,
+            global_batch_size=self.global_samples,
+            rank=self.env.rank,
+            world_size=self.env.world_size,
+            seed=self.spec.data.seed,
+            samples_consumed=samples_consumed,
+            shuffle=train,
+            epochs=None if train else 1,
+            prefetch=self.spec.data.prefetch_batches,
+            threads=self.spec.data.read_threads,
+        )
+
+    # --------------------------------------------------------------------------------------------- one step
+
+    def _batch(self, window: torch.Tensor, first_position: int) -> dict[str, torch.Tensor]:
+        if self.causal:
+            return causal_lm_batch(window)
+        parts = []
+        for row in range(window.shape[0]):
+            gen = torch.Generator().manual_seed(self.spec.training.seed * 2**40 + first_position + row)
+            parts.append(masked_lm_batch(window[row : row + 1], self.roles, self.masking, gen))
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    def _forward_loss_sum(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        ctx = (
+            torch.autocast(self.device.type, dtype=self.autocast)
+            if self.autocast is not None
+            else contextlib.nullcontext()
+        )
+        with ctx:
+            logits = self.model(input_ids=batch["input_ids"].to(self.device)).logits
+        labels = batch["labels"].to(self.device)
+        return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum")
+
+    def train_step(self, window: torch.Tensor, first_position: int) -> tuple[float, float, int]:
+        """One optimizer step on this rank's part of a global batch; returns (loss, grad norm, label tokens)."""
+        batch = self._batch(window, first_position)
+        labels_here = torch.tensor([(batch["labels"] != -100).sum().item()], dtype=torch.float64)
+        total = max(1.0, _all_reduce(labels_here.to(self._reduce_device())).item())
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.model.train()
+        for i in range(self.accum):
+            micro = {k: v[i * self.micro : (i + 1) * self.micro] for k, v in batch.items()}
+            last = i == self.accum - 1
+            sync = contextlib.nullcontext() if last or not hasattr(self.model, "no_sync") else self.model.no_sync()
+            with sync:
+                micro_loss = self._forward_loss_sum(micro)
+                (micro_loss * (self.env.world_size / total)).backward()
+            loss_sum += micro_loss.detach().double()
+        clip = self.spec.optimizer.grad_clip
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), clip if clip > 0 else float("inf"))
+        if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor sharded like the parameters
+            grad_norm = grad_norm.full_tensor()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = _all_reduce(loss_sum.to(self._reduce_device())).item() / total
+        return loss, float(grad_norm), int(total)
+
+    def _reduce_device(self) -> torch.device:
+        return self.device if self.device.type == "cuda" else torch.device("cpu")
+
+    def _any_rank(self, flag: bool) -> bool:
+        """True when the flag is set on any rank, so that all ranks stop at the same step."""
+        t = torch.tensor([1.0 if flag else 0.0], device=self._reduce_device())
+        return bool(_all_reduce(t, dist.ReduceOp.MAX).item())
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float] | None:
+        """Validation loss and perplexity over up to eval_batches global batches (the same ones every time)."""
+        if self.val_set is None:
+            return None
+        self.model.eval()
+        loss_sum = torch.zeros(2, dtype=torch.float64)
+        with self._loader(self.val_set, 0, train=False) as loader:
+            for n, window in enumerate(loader):
+                if n >= self.spec.training.eval_batches:
+                    break
+                position = n * self.global_samples + self.env.rank * window.shape[0]
+                batch = self._batch(torch.from_numpy(window), position)
+                for i in range(0, window.shape[0], self.micro):
+                    micro = {k: v[i : i + self.micro] for k, v in batch.items()}
+                    loss_sum[0] += self._forward_loss_sum(micro).double().cpu()
+                    loss_sum[1] += (micro["labels"] != -100).sum().item()
+        loss_sum = _all_reduce(loss_sum.to(self._reduce_device())).cpu()
+        if loss_sum[1] == 0:
+            return None
+        loss = (loss_sum[0] / loss_sum[1]).item()
+        return loss, math.exp(min(loss, 50.0))
+
+    # ---------------------------------------------------------------------------------------------- the run
+
+    def _trainer_state(self, step: int, loader: StreamingLoader, tokens_seen: int) -> dict[str, Any]:
+        return {
+            "step": step,
+            "loader": loader.state().as_dict(),
+            "tokens_seen": tokens_seen,
+            "global_batch_samples": self.global_samples,
+            "spec": to_dict(self.spec),
+            "job": self.job.name,
+        }
+
+    def _save(self, step: int, loader: StreamingLoader, tokens_seen: int) -> str:
+        assert self.checkpoints is not None
+        started = time.perf_counter()
+        uri = self.checkpoints.save(
+            step, self.model, self.optimizer, self.scheduler, self._trainer_state(step, loader, tokens_seen)
+        )
+        self.checkpoints.prune()
+        seconds = time.perf_counter() - started
+        self.metrics.observe_checkpoint(step, seconds)
+        self._log_line({"event": "checkpoint", "step": step, "uri": uri, "seconds": round(seconds, 3)})
+        return uri
+
+    def _log_line(self, record: dict[str, Any]) -> None:
+        if not self.env.is_main:
+            return
+        with open(self.run_dir / "train.jsonl", "a") as f:
+            f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+
+    def run(self) -> Summary:
+        spec, env = self.spec, self.env
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.stop.install()
+        step, samples_consumed, tokens_seen, resumed_from = 0, 0, 0, None
+        if self.checkpoints is not None and (latest := self.checkpoints.latest()) is not None:
+            state = self.checkpoints.load(latest, self.model, self.optimizer, self.scheduler)
+            if state["global_batch_samples"] != self.global_samples:
+                raise ValueError(
+                    f"spec.training: the checkpoint at step {latest} was made with {state['global_batch_samples']} "
+                    f"samples per step, this job has {self.global_samples}; keep the global batch to resume"
+                )
+            step, tokens_seen, resumed_from = state["step"], state["tokens_seen"], latest
+            samples_consumed = state["loader"]["samples_consumed"]
+        if env.is_main:
+            log.info(
+                "job %s: %s %s, %.1fM parameters, world %d, global batch %d × %d tokens, %d micro steps; %s",
+                self.job.name,
+                spec.objective.type,
+                spec.model.architecture,
+                self.info.num_params / 1e6,
+                env.world_size,
+                self.global_samples,
+                self.seq,
+                self.accum,
+                f"resumed from step {step}" if resumed_from is not None else "starting from step 0",
+            )
+            self.metrics.start()
+            self.metrics.set_max_steps(spec.training.max_steps)
+        summary = Summary(
+            self.job.name,
+            step,
+            float("nan"),
+            tokens_seen,
+            0.0,
+            0.0,
+            env.world_size,
+            self.info.num_params,
+            resumed_from=resumed_from,
+        )
+        started = time.perf_counter()
+        tokens_this_run = 0
+        last_saved = step if resumed_from is not None else -1
+        with self._loader(self.train_set, samples_consumed, train=True) as loader:
+            while step < spec.training.max_steps:
+                t0 = time.perf_counter()
+                wait0, read0 = loader.wait_seconds, self.train_set.bytes_read
+                position = loader.samples_consumed + env.rank * (self.global_samples // env.world_size)
+                window = torch.from_numpy(next(loader))
+                loss, grad_norm, _ = self.train_step(window, position)
+                step += 1
+                step_tokens = self.global_samples * self.seq
+                tokens_seen += step_tokens
+                tokens_this_run += step_tokens
+                summary.losses.append(loss)
+                seconds = time.perf_counter() - t0
+                self._record(
+                    step,
+                    loss,
+                    grad_norm,
+                    seconds,
+                    loader.wait_seconds - wait0,
+                    self.train_set.bytes_read - read0,
+                    step_tokens,
+                )
+                if self.checkpoints is not None and step % spec.checkpoint.every_steps == 0:
+                    summary.last_checkpoint = self._save(step, loader, tokens_seen)
+                    last_saved = step
+                if spec.training.eval_every_steps and step % spec.training.eval_every_steps == 0:
+                    self._record_eval(step, summary)
+                if self._any_rank(self.stop.requested):
+                    summary.preempted = True
+                    break
+            if self.checkpoints is not None and last_saved != step:
+                summary.last_checkpoint = self._save(step, loader, tokens_seen)
+        if not summary.preempted:
+            self._record_eval(step, summary)
+            if self.checkpoints is not None and spec.checkpoint.export_hf:
+                summary.hf_export = self.checkpoints.export_hf(step, self.model, self.spec.tokenizer.uri)
+        summary.steps = step
+        summary.final_loss = summary.losses[-1] if summary.losses else float("nan")
+        summary.tokens_seen = tokens_seen
+        summary.seconds = time.perf_counter() - started
+        summary.tokens_per_second = tokens_this_run / summary.seconds if summary.seconds else 0.0
+        if env.is_main:
+            (self.run_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=1))
+        self.metrics.stop()
+        return summary
+
+    def _record(
+        self, step: int, loss: float, grad_norm: float, seconds: float, waited: float, bytes_read: int, tokens: int
+    ) -> None:
+        tps = tokens / seconds
+        mfu = self.flops_per_token * tps / (self.peak * self.env.world_size) if self.peak else None
+        lr = self.scheduler.get_last_lr()[0]
+        if self.env.is_main:
+            self.metrics.update(
+                step,
+                StepMetrics(
+                    loss=loss,
+                    learning_rate=lr,
+                    grad_norm=grad_norm,
+                    tokens_per_second=tps,
+                    samples_per_second=self.global_samples / seconds,
+                    mfu=mfu,
+                    step_seconds=seconds,
+                    data_wait_seconds=waited,
+                    tokens=tokens,
+                    samples=self.global_samples,
+                    storage_bytes_read=bytes_read,
+                ),
+            )
+            self._log_line(
+                {
+                    "step": step,
+                    "loss": loss,
+                    "lr": lr,
+                    "grad_norm": grad_norm,
+                    "tokens_per_second": tps,
+                    "mfu": mfu,
+                    "step_seconds": seconds,
+                    "data_wait_seconds": waited,
+                }
+            )
+        if self.env.is_main and (step % self.spec.training.log_every_steps == 0 or step == 1):
+            mfu_text = f" | mfu {mfu:.1%}" if mfu is not None else ""
+            print(
+                f"step {step:>6}/{self.spec.training.max_steps} | loss {loss:.4f} | lr {lr:.2e} | "
+                f"grad {grad_norm:.3f} | {tps:,.0f} tok/s{mfu_text} | data wait {waited / seconds:.0%}",
+                flush=True,
+            )
+
+    def _record_eval(self, step: int, summary: Summary) -> None:
+        result = self.evaluate()
+        if result is None:
+            return
+        summary.validation_loss, summary.validation_perplexity = result
+        if self.env.is_main:
+            self.metrics.observe_validation(*result)
+            self._log_line({"event": "validation", "step": step, "loss": result[0], "perplexity": result[1]})
+            print(f"validation at step {step}: loss {result[0]:.4f} | perplexity {result[1]:.2f}", flush=True)
+
+
+def train(job: Job, env: DistEnv, run_dir: Path) -> Summary:
+    trainer = Trainer(job, env, run_dir)
+    try:
+        return trainer.run()
+    finally:
+        distributed.shutdown()
