@@ -37,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING
     )
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a progress bar per save_pretrained would flood pod logs
     from pretrain_trainer.config import ConfigError, load_job
     from pretrain_trainer.data.shards import ShardError
     from pretrain_trainer.distributed import DistEnv

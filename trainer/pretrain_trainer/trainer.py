@@ -398,10 +398,11 @@ class Trainer:
                     break
             if self.checkpoints is not None and last_saved != step:
                 summary.last_checkpoint = self._save(step, loader, tokens_seen)
-        if not summary.preempted:
+        evaluated_last_step = bool(spec.training.eval_every_steps) and step % spec.training.eval_every_steps == 0
+        if not summary.preempted and not evaluated_last_step:
             self._record_eval(step, summary)
-            if self.checkpoints is not None and spec.checkpoint.export_hf:
-                summary.hf_export = self.checkpoints.export_hf(step, self.model, self.spec.tokenizer.uri)
+        if not summary.preempted and self.checkpoints is not None and spec.checkpoint.export_hf:
+            summary.hf_export = self.checkpoints.export_hf(step, self.model, self.spec.tokenizer.uri)
         summary.steps = step
         summary.final_loss = summary.losses[-1] if summary.losses else float("nan")
         summary.tokens_seen = tokens_seen
