@@ -77,8 +77,10 @@ def _new_rows(base: Tokenizer, job: Tokenizer, old_size: int, embeddings: torch.
     """Initial embedding of every token the job's tokenizer adds: the mean of its pieces under the base tokenizer."""
     rows = {}
     fallback = embeddings[:old_size].mean(dim=0)
+    # An added token's own text: decoding it can garble it (byte-level BPE reads "ö" in it as one byte).
+    added = {i: t.content for i, t in job.get_added_tokens_decoder().items()}
     for token_id in range(old_size, job.get_vocab_size(with_added_tokens=True)):
-        text = job.decode([token_id], skip_special_tokens=False)
+        text = added.get(token_id) or job.decode([token_id], skip_special_tokens=False)
         pieces = [i for i in base.encode(text, add_special_tokens=False).ids if i < old_size]
         rows[token_id] = embeddings[pieces].mean(dim=0) if pieces else fallback
     return rows
@@ -106,6 +108,8 @@ def build_pretrained(
         base = Tokenizer.from_file(str(base_file)) if base_file.exists() else None
     old_size = model.get_input_embeddings().weight.shape[0]
     new_size = tokenizer.get_vocab_size(with_added_tokens=True)
+    if base is not None:  # also without extension: a same-size tokenizer with other ids would scramble the model
+        _check_superset(base, tokenizer, spec.from_)
     if new_size <= old_size:
         return model, None
     if not spec.extend_vocab:
@@ -118,7 +122,6 @@ def build_pretrained(
             f"spec.model.from: {spec.from_} has no tokenizer.json, so the vocabulary cannot be "
             "checked and extended; save the checkpoint with its tokenizer"
         )
-    _check_superset(base, tokenizer, spec.from_)
     with torch.no_grad():
         rows = _new_rows(base, tokenizer, old_size, model.get_input_embeddings().weight)
         model.resize_token_embeddings(new_size, mean_resizing=False)

@@ -12,6 +12,7 @@ Masking is seeded per sample by its global position, so masks do not depend on t
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import math
@@ -467,9 +468,22 @@ class Trainer:
             print(f"validation at step {step}: loss {result[0]:.4f} | perplexity {result[1]:.2f}", flush=True)
 
 
+    def release(self) -> None:
+        """Drop the wrapped model and optimizer while the process group still exists.
+
+        Freed after destroy_process_group, DDP's reducer would be the last owner of the gloo group and join its
+        worker thread while holding the GIL, which that thread needs: rank 1 then hangs at exit.
+        """
+        self.model = self.raw_model = self.optimizer = self.scheduler = None  # type: ignore[assignment]
+        gc.collect()
+
+
 def train(job: Job, env: DistEnv, run_dir: Path) -> Summary:
-    trainer = Trainer(job, env, run_dir)
+    trainer = None
     try:
+        trainer = Trainer(job, env, run_dir)
         return trainer.run()
     finally:
+        if trainer is not None:
+            trainer.release()
         distributed.shutdown()

@@ -38,7 +38,16 @@ def candidates(base: Tokenizer, texts: Iterable[str], min_count: int = 5, min_pi
     frequent = [w for w, c in counts.items() if c >= min_count and base.token_to_id(w) is None]
     pieces = [len(e.ids) for e in base.encode_batch(frequent, add_special_tokens=False)]
     found = [Candidate(w, counts[w], p) for w, p in zip(frequent, pieces, strict=True) if p >= min_pieces]
-    return sorted(found, key=lambda c: (-c.tokens_saved, c.word))
+    lossless = _decodes_back(base, [c.word for c in found])
+    return sorted((c for c in found if c.word in lossless), key=lambda c: (-c.tokens_saved, c.word))
+
+
+def _decodes_back(base: Tokenizer, words: list[str]) -> set[str]:
+    """The words that, added as tokens, decode back to themselves. An added token goes through the tokenizer's
+    decoder, and byte-level BPE's decoder reads Latin-1 letters such as "ö" as single bytes, so "Örebro" would
+    decode to mojibake (huggingface/tokenizers#1392) and the lossless round trip would break."""
+    probe = extend_tokenizer(base, words)
+    return {w for w in words if (i := probe.token_to_id(w)) is not None and probe.decode([i]) == w}
 
 
 def extend_tokenizer(base: Tokenizer, words: Iterable[str]) -> Tokenizer:
