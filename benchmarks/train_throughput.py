@@ -1,6 +1,6 @@
 """Training throughput of the project's Trainer next to Hugging Face `transformers.Trainer` on the same model and data.
 
-    .venv/bin/python benchmarks/train_throughput.py                                  # tiny GPT-2, CPU, ~3 minutes
+    .venv/bin/python benchmarks/train_throughput.py                                  # tiny GPT-2, CPU, ~30 s
     .venv/bin/python benchmarks/train_throughput.py --model gpt2-124m                # GPT-2 small on one GPU
     .venv/bin/python benchmarks/train_throughput.py --model llama-1b --compile --activation-checkpointing
     .venv/bin/python benchmarks/train_throughput.py --model tiny --skip-hf --data s3 --steps 50
@@ -87,8 +87,8 @@ MODELS: dict[str, ModelSize] = {
         "gpt2",
         {"n_layer": 2, "n_embd": 128, "n_head": 4, "n_positions": 1024, **NO_DROPOUT_GPT2},
         seq=256,
-        micro_batch=8,
-        global_batch=16,
+        micro_batch=4,
+        global_batch=8,
         steps=20,
         warmup=3,
         lr=1e-3,
@@ -449,8 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model", choices=tuple(MODELS), default="tiny", help="model size (default tiny)")
     parser.add_argument("--seq", type=int, help="sequence length (default per model: 256, 1024, 2048)")
-    parser.add_argument("--micro-batch", type=int, help="samples per forward pass (default per model: 8, 16, 4)")
-    parser.add_argument("--global-batch", type=int, help="samples per optimizer step (default per model: 16, 64, 32)")
+    parser.add_argument("--micro-batch", type=int, help="samples per forward pass (default per model: 4, 16, 4)")
+    parser.add_argument("--global-batch", type=int, help="samples per optimizer step (default per model: 8, 64, 32)")
     parser.add_argument("--steps", type=int, help="measured optimizer steps (default 20)")
     parser.add_argument("--warmup-steps", type=int, help="unmeasured steps before them (default 3 tiny, else 5)")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto", help="auto: bf16 on GPU")

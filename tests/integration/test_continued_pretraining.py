@@ -31,7 +31,6 @@ BASE_SPEC = TokenizerSpec(model="bpe", vocab_size=512)
 NEW_WORDS = 40
 
 
-
 def _texts(*langs: str) -> list[str]:
     return [d["text"] for d in load_bundled_documents() if d["lang"] in langs]
 
@@ -166,6 +165,19 @@ def test_extend_vocab_grows_the_embeddings_keeps_old_rows_and_starts_new_rows_at
     assert logits.shape == (1, ids.shape[1], new_size) and torch.isfinite(logits).all()
 
 
+def test_new_rows_of_words_with_latin1_letters_start_from_the_word_not_its_garbled_decoding(gpt_checkpoint, s3):
+    # Byte-level BPE decodes an added "Örebro" through its byte-level decoder into mojibake; the new row must
+    # still be the mean of the pieces of "Örebro" itself.
+    base, old = gpt_checkpoint.base, gpt_checkpoint.embeddings
+    words = ["Örebro", "Växjö", "Straße"]
+    tok = extend_tokenizer(base, words)
+    model, _ = build_model(_pretrained(gpt_checkpoint.uri, extend_vocab=True), "clm", tok, _special(base), s3)
+    weight = model.get_input_embeddings().weight
+    for word in words:
+        pieces = base.encode(word, add_special_tokens=False).ids
+        torch.testing.assert_close(weight[tok.token_to_id(word)], old[pieces].mean(dim=0), rtol=0, atol=1e-7)
+
+
 def test_a_job_with_extend_vocab_continues_pretraining_and_exports_the_extended_model(
     gpt_checkpoint, extended, s3, s3_env, s3_endpoint, tmp_path
 ):
@@ -176,14 +188,14 @@ def test_a_job_with_extend_vocab_continues_pretraining_and_exports_the_extended_
         extended.data,
         s3_endpoint,
         model={"init": "pretrained", "from": gpt_checkpoint.uri, "extendVocab": True},
-        training={"maxSteps": 16, "logEverySteps": 100},
+        training={"maxSteps": 10, "logEverySteps": 100},
         checkpoint={"uri": ckpt, "everySteps": 100, "exportHF": True},
     )
     summary = Trainer(load_job(job), DistEnv(), tmp_path / "run").run()
     losses = summary.losses
-    assert summary.steps == 16 and len(losses) == 16
+    assert summary.steps == 10 and len(losses) == 10
     assert all(math.isfinite(x) for x in losses), losses
-    assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4, losses
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5, losses
     assert summary.hf_export is not None
 
     exported = open_store(summary.hf_export, s3)
@@ -220,18 +232,16 @@ def test_a_tokenizer_that_moves_old_ids_is_refused(gpt_checkpoint, s3, extend_vo
 def test_model_from_a_folder_without_config_json_names_the_uri(gpt_checkpoint, s3):
     uri = f"{BUCKET}/models/not-a-checkpoint"
     open_store(uri, s3).write("tokenizer.json", gpt_checkpoint.base.to_str().encode())
-    with pytest.raises(FileNotFoundError, match="config.json") as err:
+    with pytest.raises(FileNotFoundError, match=r"config\.json") as err:
         build_model(_pretrained(uri), "clm", gpt_checkpoint.base, _special(gpt_checkpoint.base), s3)
     assert uri in str(err.value)
     empty = f"{BUCKET}/models/nothing-here"
-    with pytest.raises(FileNotFoundError, match="config.json") as err:
+    with pytest.raises(FileNotFoundError, match=r"config\.json") as err:
         build_model(_pretrained(empty), "clm", gpt_checkpoint.base, _special(gpt_checkpoint.base), s3)
     assert empty in str(err.value)
 
 
-def test_masked_lm_continues_pretraining_a_bert_checkpoint_with_its_own_vocabulary(
-    s3, s3_env, s3_endpoint, tmp_path
-):
+def test_masked_lm_continues_pretraining_a_bert_checkpoint_with_its_own_vocabulary(s3, s3_env, s3_endpoint, tmp_path):
     spec = TokenizerSpec(model="wordpiece", vocab_size=512, objective="mlm")
     data = make_dataset(BUCKET, "bert", spec, s3)
     tok = trained(spec)

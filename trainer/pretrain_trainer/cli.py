@@ -51,10 +51,10 @@ def _add_read_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _documents(args: argparse.Namespace, patterns: Sequence[str]):  # type: ignore[no-untyped-def]
+def _documents(args: argparse.Namespace, patterns: Sequence[str], flag: str = "--input"):  # type: ignore[no-untyped-def]
     from pretrain_trainer.data.readers import expand_inputs, read_documents
 
-    return read_documents(expand_inputs(patterns), _read_options(args))
+    return read_documents(expand_inputs(patterns, flag), _read_options(args))
 
 
 def cmd_tokenizer_train(args: argparse.Namespace) -> int:
@@ -82,7 +82,7 @@ def cmd_tokenizer_audit(args: argparse.Namespace) -> int:
     from pretrain_trainer.tokenizer.load import read_tokenizer
 
     tokenizer, _ = read_tokenizer(args.tokenizer, _storage_options(args))
-    docs = _documents(args, args.corpus)
+    docs = _documents(args, args.corpus, "--corpus")
     report = audit_tokenizer(tokenizer, islice(docs, args.max_documents), max_mismatches=args.show)
     print(format_report(report, args.threshold, args.ignore_whitespace))
     if args.json:
@@ -96,7 +96,9 @@ def cmd_tokenizer_extend(args: argparse.Namespace) -> int:
 
     options = _storage_options(args)
     base, base_uri = read_tokenizer(args.tokenizer, options)
-    found = candidates(base, (d.text for d in _documents(args, args.corpus)), args.min_count, args.min_pieces)
+    found = candidates(
+        base, (d.text for d in _documents(args, args.corpus, "--corpus")), args.min_count, args.min_pieces
+    )
     chosen = found[: args.max_new_tokens]
     extended = extend_tokenizer(base, (c.word for c in chosen))
     for c in chosen[:10]:

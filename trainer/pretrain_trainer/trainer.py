@@ -467,7 +467,6 @@ class Trainer:
             self._log_line({"event": "validation", "step": step, "loss": result[0], "perplexity": result[1]})
             print(f"validation at step {step}: loss {result[0]:.4f} | perplexity {result[1]:.2f}", flush=True)
 
-
     def release(self) -> None:
         """Drop the wrapped model and optimizer while the process group still exists.
 

@@ -51,7 +51,7 @@ def _kind(path: str) -> str:
     raise ValueError(f"{path}: unsupported input type; use .txt, .jsonl or .parquet (text formats may be gzipped)")
 
 
-def expand_inputs(patterns: Sequence[str]) -> list[str]:
+def expand_inputs(patterns: Sequence[str], flag: str = "--input") -> list[str]:
     """Expand files, directories (recursively, supported types only) and globs into a sorted file list.
 
     Raises ValueError naming every pattern that matched nothing, so a typo never silently shrinks a corpus.
@@ -67,7 +67,7 @@ def expand_inputs(patterns: Sequence[str]) -> list[str]:
             missing.append(pattern)
         files.update(found)
     if missing:
-        raise ValueError(f"--input: nothing matched {', '.join(missing)}; check the paths or quote the globs")
+        raise ValueError(f"{flag}: nothing matched {', '.join(missing)}; check the paths or quote the globs")
     for path in files:
         _kind(path)
     return sorted(files)
