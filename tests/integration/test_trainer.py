@@ -252,3 +252,19 @@ def test_an_unreachable_bucket_fails_before_training_with_a_clear_message(gpt_da
     assert "s3://no-such-bucket-anywhere" in proc.stderr and "no such bucket" in proc.stderr
     assert "step " not in proc.stdout
     assert time.monotonic() - started < 60
+
+
+def test_fsdp_follows_the_same_loss_curve_as_ddp(gpt_data, s3_endpoint, child_env, tmp_path):
+    ddp = write_job(tmp_path / "ddp.yaml", "ddp", gpt_data, s3_endpoint, training={"maxSteps": 8})
+    fsdp = write_job(
+        tmp_path / "fsdp.yaml",
+        "fsdp",
+        gpt_data,
+        s3_endpoint,
+        training={"maxSteps": 8, "parallelism": "fsdp"},
+        checkpoint={"uri": f"s3://trainer-gpt/runs/{tmp_path.name}", "everySteps": 4},
+    )
+    expected = _run(ddp, 2, tmp_path / "ddp", child_env)["losses"]
+    got = _run(fsdp, 2, tmp_path / "fsdp", child_env)
+    assert got["losses"] == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    assert got["last_checkpoint"].endswith("step-00000008")
