@@ -28,6 +28,19 @@ def s3_endpoint() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def s3(s3_endpoint: str) -> StorageOptions:
+    """Explicit options for the local endpoint (for session- and module-scoped data; no environment needed)."""
+    return StorageOptions(
+        endpoint_url=s3_endpoint,
+        region="us-east-1",
+        access_key_id=TEST_ACCESS_KEY_ID,
+        secret_access_key=TEST_SECRET_ACCESS_KEY,
+        backoff_base_s=0.001,
+        backoff_max_s=0.01,
+    )
+
+
 @pytest.fixture
 def s3_env(monkeypatch: pytest.MonkeyPatch, s3_endpoint: str) -> StorageOptions:
     """Point the AWS environment at the local endpoint; returns matching options with fast backoff."""

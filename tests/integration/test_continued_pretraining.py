@@ -24,7 +24,6 @@ from pretrain_trainer.tokenizer.train import TokenizerSpec, save_tokenizer, trai
 from pretrain_trainer.trainer import Trainer
 from tests.support.data import trained
 from tests.support.jobs import TINY_BERT, TINY_GPT, Dataset, make_dataset, write_job
-from tests.support.s3 import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
 
 BUCKET = "s3://dapt"
 BASE_SPEC = TokenizerSpec(model="bpe", vocab_size=512)
@@ -60,18 +59,6 @@ class Extended:
     tokenizer: Tokenizer
     words: tuple[str, ...]
     data: Dataset
-
-
-@pytest.fixture(scope="module")
-def s3(s3_endpoint):
-    return StorageOptions(
-        endpoint_url=s3_endpoint,
-        region="us-east-1",
-        access_key_id=TEST_ACCESS_KEY_ID,
-        secret_access_key=TEST_SECRET_ACCESS_KEY,
-        backoff_base_s=0.001,
-        backoff_max_s=0.01,
-    )
 
 
 @pytest.fixture(scope="module")

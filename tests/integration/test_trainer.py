@@ -18,23 +18,13 @@ from pretrain_trainer.checkpoint import CheckpointManager
 from pretrain_trainer.config import load_job
 from pretrain_trainer.distributed import DistEnv
 from pretrain_trainer.launch import run_local
-from pretrain_trainer.storage import StorageOptions, open_store
+from pretrain_trainer.storage import open_store
 from pretrain_trainer.tokenizer.train import TokenizerSpec
 from pretrain_trainer.trainer import EXIT_PREEMPTED, Trainer
 from tests.support.jobs import make_dataset, write_job
 from tests.support.s3 import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def s3(s3_endpoint):
-    return StorageOptions(
-        endpoint_url=s3_endpoint,
-        region="us-east-1",
-        access_key_id=TEST_ACCESS_KEY_ID,
-        secret_access_key=TEST_SECRET_ACCESS_KEY,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -268,3 +258,49 @@ def test_fsdp_follows_the_same_loss_curve_as_ddp(gpt_data, s3_endpoint, child_en
     got = _run(fsdp, 2, tmp_path / "fsdp", child_env)
     assert got["losses"] == pytest.approx(expected, rel=1e-4, abs=1e-5)
     assert got["last_checkpoint"].endswith("step-00000008")
+
+
+def test_activation_checkpointing_gives_the_same_losses(gpt_data, s3_endpoint, child_env, tmp_path):
+    plain = write_job(tmp_path / "plain.yaml", "plain", gpt_data, s3_endpoint, training={"maxSteps": 4})
+    ckpt = write_job(
+        tmp_path / "ac.yaml", "ac", gpt_data, s3_endpoint, training={"maxSteps": 4, "activationCheckpointing": True}
+    )
+    expected = Trainer(load_job(plain), DistEnv(), tmp_path / "plain").run().losses
+    trainer = Trainer(load_job(ckpt), DistEnv(), tmp_path / "ac")
+    model = trainer.raw_model
+    assert getattr(model, "is_activation_checkpointing", None) or model.is_gradient_checkpointing
+    assert trainer.run().losses == pytest.approx(expected, rel=1e-5)
+
+
+def test_rank_zero_serves_training_metrics_over_http(gpt_data, s3_endpoint, child_env, tmp_path, monkeypatch):
+    from urllib.request import urlopen
+
+    from pretrain_trainer.launch import free_port
+
+    port = free_port()
+    job = load_job(
+        write_job(
+            tmp_path / "job.yaml", "metrics", gpt_data, s3_endpoint, training={"maxSteps": 5}, metrics={"port": port}
+        )
+    )
+    trainer = Trainer(job, DistEnv(), tmp_path / "run")
+    stop = trainer.metrics.stop
+    monkeypatch.setattr(trainer.metrics, "stop", lambda: None)  # keep serving after the run, to scrape it
+    try:
+        summary = trainer.run()
+        text = urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    finally:
+        stop()
+    values = {
+        line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and not line.startswith("#")
+    }
+    label = '{job_name="metrics"}'
+    assert values[f"pretrain_step{label}"] == 5
+    assert values[f"pretrain_max_steps{label}"] == 5
+    assert values[f"pretrain_loss{label}"] == pytest.approx(summary.final_loss)
+    assert values[f"pretrain_tokens_total{label}"] == 5 * 8 * 32
+    assert values[f"pretrain_samples_total{label}"] == 40
+    assert values[f"pretrain_storage_read_bytes_total{label}"] > 0
+    assert values[f"pretrain_validation_loss{label}"] == pytest.approx(summary.validation_loss)
+    assert values[f"pretrain_step_duration_seconds_count{label}"] == 5
+    assert not any(k.startswith("pretrain_mfu_ratio{") for k in values), "no MFU without a known peak (CPU)"

@@ -160,7 +160,9 @@ class Trainer:
             raise ValueError(f"spec.data.sequenceLength: {self.seq} exceeds the model's {positions} positions")
         self.raw_model = model.to(self.device)
         if self.spec.training.activation_checkpointing:
-            self.raw_model.gradient_checkpointing_enable()
+            # transformers 5 renamed gradient checkpointing; 4.x only has the old name.
+            enable = getattr(self.raw_model, "activation_checkpointing_enable", None)
+            (enable or self.raw_model.gradient_checkpointing_enable)()
         self.model = self._wrap(self.raw_model)
         self.optimizer = build_optimizer(self.raw_model, self.spec.optimizer, self.device)
         self.scheduler = build_scheduler(self.optimizer, self.spec.optimizer, self.spec.training.max_steps)
