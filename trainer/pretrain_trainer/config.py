@@ -326,12 +326,12 @@ def _parse_value(tp: Any, value: Any, path: str, problems: list[Problem]) -> Any
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         return _parse_dataclass(tp, value, path, problems)
-    if origin in (dict,):
+    if origin is dict:
         if not isinstance(value, dict):
             problems.append(Problem(path, f"must be a mapping, got {type(value).__name__}"))
             return {}
         return dict(value)
-    if origin in (list,):
+    if origin is list:
         if not isinstance(value, list):
             problems.append(Problem(path, f"must be a list, got {type(value).__name__}"))
             return []

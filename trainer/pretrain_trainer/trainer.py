@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
@@ -33,7 +32,7 @@ from pretrain_trainer.config import Job, PretrainJobSpec, StorageSpec, to_dict
 from pretrain_trainer.data.loader import StreamingLoader
 from pretrain_trainer.data.shards import ShardSet
 from pretrain_trainer.distributed import DistEnv
-from pretrain_trainer.metrics import StepMetrics, TrainerMetrics, model_flops_per_token, peak_flops
+from pretrain_trainer.metrics import StepMetrics, TrainerMetrics, all_reduce_sum, model_flops_per_token, peak_flops
 from pretrain_trainer.model import build_model, max_positions
 from pretrain_trainer.objectives import MaskingConfig, TokenRoles, causal_lm_batch, masked_lm_batch, require_mask
 from pretrain_trainer.optim import build_optimizer, build_scheduler
@@ -86,12 +85,6 @@ class StopFlag:
 
     def _handle(self, signum: int, frame: object) -> None:
         self.requested = True
-
-
-def _all_reduce(t: torch.Tensor, op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM) -> torch.Tensor:
-    if dist.is_initialized():
-        dist.all_reduce(t, op=op)
-    return t
 
 
 class Trainer:
@@ -240,11 +233,11 @@ class Trainer:
         labels = batch["labels"].to(self.device)
         return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum")
 
-    def train_step(self, window: torch.Tensor, first_position: int) -> tuple[float, float, int]:
-        """One optimizer step on this rank's part of a global batch; returns (loss, grad norm, label tokens)."""
+    def train_step(self, window: torch.Tensor, first_position: int, stop_requested: bool) -> tuple[float, float, bool]:
+        """One optimizer step on this rank's part of a global batch; returns (loss, grad norm, whether any rank
+        was asked to stop). The stop flag rides on the loss all-reduce, so agreeing on it costs no extra collective."""
         batch = self._batch(window, first_position)
-        labels_here = torch.tensor([(batch["labels"] != -100).sum().item()], dtype=torch.float64)
-        total = max(1.0, _all_reduce(labels_here.to(self._reduce_device())).item())
+        total = max(1.0, all_reduce_sum({"labels": float((batch["labels"] != -100).sum())})["labels"])
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         self.model.train()
         for i in range(self.accum):
@@ -262,16 +255,8 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = _all_reduce(loss_sum.to(self._reduce_device())).item() / total
-        return loss, float(grad_norm), int(total)
-
-    def _reduce_device(self) -> torch.device:
-        return self.device if self.device.type == "cuda" else torch.device("cpu")
-
-    def _any_rank(self, flag: bool) -> bool:
-        """True when the flag is set on any rank, so that all ranks stop at the same step."""
-        t = torch.tensor([1.0 if flag else 0.0], device=self._reduce_device())
-        return bool(_all_reduce(t, dist.ReduceOp.MAX).item())
+        reduced = all_reduce_sum({"loss_sum": loss_sum.item(), "stop": float(stop_requested)})
+        return reduced["loss_sum"] / total, float(grad_norm), reduced["stop"] > 0
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float] | None:
@@ -279,7 +264,7 @@ class Trainer:
         if self.val_set is None:
             return None
         self.model.eval()
-        loss_sum = torch.zeros(2, dtype=torch.float64)
+        loss_sum, labels = 0.0, 0.0
         with self._loader(self.val_set, 0, train=False) as loader:
             for n, window in enumerate(loader):
                 if n >= self.spec.training.eval_batches:
@@ -288,12 +273,12 @@ class Trainer:
                 batch = self._batch(torch.from_numpy(window), position)
                 for i in range(0, window.shape[0], self.micro):
                     micro = {k: v[i : i + self.micro] for k, v in batch.items()}
-                    loss_sum[0] += self._forward_loss_sum(micro).double().cpu()
-                    loss_sum[1] += (micro["labels"] != -100).sum().item()
-        loss_sum = _all_reduce(loss_sum.to(self._reduce_device())).cpu()
-        if loss_sum[1] == 0:
+                    loss_sum += self._forward_loss_sum(micro).item()
+                    labels += float((micro["labels"] != -100).sum())
+        reduced = all_reduce_sum({"loss_sum": loss_sum, "labels": labels})
+        if reduced["labels"] == 0:
             return None
-        loss = (loss_sum[0] / loss_sum[1]).item()
+        loss = reduced["loss_sum"] / reduced["labels"]
         return loss, math.exp(min(loss, 50.0))
 
     # ---------------------------------------------------------------------------------------------- the run
@@ -375,7 +360,7 @@ class Trainer:
                 wait0, read0 = loader.wait_seconds, self.train_set.bytes_read
                 position = loader.samples_consumed + env.rank * (self.global_samples // env.world_size)
                 window = torch.from_numpy(next(loader))
-                loss, grad_norm, _ = self.train_step(window, position)
+                loss, grad_norm, stop = self.train_step(window, position, self.stop.requested)
                 step += 1
                 step_tokens = self.global_samples * self.seq
                 tokens_seen += step_tokens
@@ -396,7 +381,7 @@ class Trainer:
                     last_saved = step
                 if spec.training.eval_every_steps and step % spec.training.eval_every_steps == 0:
                     self._record_eval(step, summary)
-                if self._any_rank(self.stop.requested):
+                if stop:
                     summary.preempted = True
                     break
             if self.checkpoints is not None and last_saved != step:
