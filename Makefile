@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test tools lint bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -16,7 +16,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## the main job: the whole data path on the bundled corpus with an embedded S3 endpoint
 	$(VENV)/bin/pretrainjob demo
 
-test: $(STAMP)  ## lint, then the whole test suite
+# promtool (Debian's prometheus package) checks the chart's alert rules in the tests.
+tools:
+	@command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus) >/dev/null; \
+	  else echo "promtool missing: run 'sudo apt-get install prometheus' (Debian/Ubuntu)" >&2; exit 1; fi; }
+
+test: $(STAMP) tools  ## lint, then the whole test suite
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 

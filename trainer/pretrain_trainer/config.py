@@ -95,6 +95,11 @@ class WorkersSpec:
     service_account_name: str = spec_field("", doc="Pod serviceAccountName (e.g. for IRSA access to S3).")
     image_pull_secrets: list[str] = spec_field(factory=list, doc="Names of image pull Secrets.")
     shm_size: str = spec_field("8Gi", doc="Size limit of the memory-backed /dev/shm (data loaders, NCCL).")
+    termination_grace_seconds: int = spec_field(
+        300,
+        doc="Seconds a worker gets after SIGTERM (suspend, preemption, deletion) to write a checkpoint and exit.",
+        minimum=0,
+    )
     labels: dict[str, str] = spec_field(factory=dict, doc="Extra labels for the worker pods.")
     annotations: dict[str, str] = spec_field(factory=dict, doc="Extra annotations for the worker pods.")
 
@@ -284,6 +289,12 @@ class PretrainJobSpec:
     storage: StorageSpec = spec_field(factory=StorageSpec, doc="Object-store connection.")
     metrics: MetricsSpec = spec_field(factory=MetricsSpec, doc="Prometheus metrics.")
     failure_policy: FailurePolicySpec = spec_field(factory=FailurePolicySpec, doc="Restarts on failure.")
+    clean_pod_policy: str = spec_field(
+        "Running",
+        doc="Which worker pods to delete when the job finishes: Running (those still running; finished pods stay "
+        "for their logs), All, or None.",
+        enum=("Running", "All", "None"),
+    )
     ttl_seconds_after_finished: int = spec_field(
         0, doc="Delete the finished job after this many seconds (0: keep it).", minimum=0
     )

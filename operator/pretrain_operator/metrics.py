@@ -1,0 +1,101 @@
+"""The operator's own Prometheus metrics, served on its metrics port (`/metrics`).
+
+Names follow Prometheus conventions; the Helm chart's dashboard and alert rules may use exactly these (and the
+trainer's `pretrain_trainer.metrics.METRIC_NAMES`), which a test checks.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+PHASES = ("Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed")
+
+OPERATOR_METRIC_NAMES: tuple[str, ...] = (
+    "pretrain_operator_jobs",
+    "pretrain_operator_job_phase",
+    "pretrain_operator_job_restarts",
+    "pretrain_operator_restarts_total",
+    "pretrain_operator_reconcile_duration_seconds",
+    "pretrain_operator_reconcile_errors_total",
+)
+
+# A reconcile is a few API calls: milliseconds against a healthy API server, seconds when it is overloaded.
+RECONCILE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
+
+
+class OperatorMetrics:
+    """The operator's metrics in a registry of their own (so tests can run several operators in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.jobs = Gauge("pretrain_operator_jobs", "PretrainJobs by phase.", ["phase"], registry=r)
+        self.job_phase = Gauge(
+            "pretrain_operator_job_phase",
+            "1 for each PretrainJob's current phase, 0 for the others.",
+            ["namespace", "job_name", "phase"],
+            registry=r,
+        )
+        self.job_restarts = Gauge(
+            "pretrain_operator_job_restarts",
+            "Gang restarts of each PretrainJob so far (status.restarts).",
+            ["namespace", "job_name"],
+            registry=r,
+        )
+        self.restarts = Counter(
+            "pretrain_operator_restarts",
+            "Gang restarts started by this operator process.",
+            ["namespace", "job_name", "reason"],
+            registry=r,
+        )
+        self.reconcile_duration = Histogram(
+            "pretrain_operator_reconcile_duration_seconds",
+            "Time of one reconcile of one PretrainJob.",
+            registry=r,
+            buckets=RECONCILE_BUCKETS,
+        )
+        self.reconcile_errors = Counter(
+            "pretrain_operator_reconcile_errors",
+            "Reconciles that raised (and will be retried).",
+            ["reason"],
+            registry=r,
+        )
+        self._phases: dict[tuple[str, str], str] = {}
+
+    def observe_job(self, namespace: str, name: str, phase: str, restarts: int) -> None:
+        """Record a job's phase and restart count (after each reconcile)."""
+        self._phases[(namespace, name)] = phase
+        for p in PHASES:
+            self.job_phase.labels(namespace, name, p).set(1 if p == phase else 0)
+        self.job_restarts.labels(namespace, name).set(restarts)
+        self._recount()
+
+    def forget_job(self, namespace: str, name: str) -> None:
+        """Drop a deleted job's series."""
+        self._phases.pop((namespace, name), None)
+        for p in PHASES:
+            self._remove(self.job_phase, (namespace, name, p))
+        self._remove(self.job_restarts, (namespace, name))
+        self._recount()
+
+    def _recount(self) -> None:
+        tally = Tally(self._phases.values())
+        for p in PHASES:
+            self.jobs.labels(p).set(tally.get(p, 0))
+
+    @staticmethod
+    def _remove(metric: Gauge, labels: Iterable[str]) -> None:
+        try:
+            metric.remove(*labels)
+        except KeyError:  # never set
+            pass
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+        """Serve /metrics on a background thread."""
+        start_http_server(port, addr=addr, registry=self.registry)
+
+
+__all__ = ["OPERATOR_METRIC_NAMES", "PHASES", "OperatorMetrics"]
