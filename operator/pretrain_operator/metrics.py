@@ -6,6 +6,7 @@ trainer's `pretrain_trainer.metrics.METRIC_NAMES`), which a test checks.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter as Tally
 from collections.abc import Iterable
 
@@ -88,10 +89,8 @@ class OperatorMetrics:
 
     @staticmethod
     def _remove(metric: Gauge, labels: Iterable[str]) -> None:
-        try:
+        with contextlib.suppress(KeyError):  # never set
             metric.remove(*labels)
-        except KeyError:  # never set
-            pass
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         """Serve /metrics on a background thread."""
