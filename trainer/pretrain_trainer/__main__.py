@@ -59,7 +59,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, ShardError, StorageError, FileNotFoundError) as err:
         print(f"pretrain_trainer: cannot train job {job.name}: {err}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    _leave_termination_message(summary)
     return EXIT_PREEMPTED if summary.preempted else 0
+
+
+def _leave_termination_message(summary: object) -> None:
+    """Global rank 0 writes its summary where Kubernetes reads the container's termination message."""
+    path = os.environ.get("PRETRAIN_TERMINATION_LOG")
+    if not path or os.environ.get("RANK", "0") != "0":
+        return
+    from dataclasses import asdict
+
+    from pretrain_trainer.report import termination_record
+
+    try:
+        Path(path).write_text(termination_record(asdict(summary)))  # type: ignore[call-overload]
+    except OSError as err:  # not fatal: the operator also scrapes progress from /metrics
+        logging.getLogger(__name__).warning("cannot write the termination message to %s: %s", path, err)
 
 
 if __name__ == "__main__":

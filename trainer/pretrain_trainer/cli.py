@@ -208,6 +208,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from pretrain_trainer.launch import run_worker
+
+    return run_worker(args.config, rendezvous_timeout_s=args.rendezvous_timeout)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pretrain_trainer.demo import run_demo
 
@@ -362,6 +368,20 @@ def build_parser() -> argparse.ArgumentParser:
     train_job.add_argument("--config", required=True, help="PretrainJob manifest or spec (YAML)")
     train_job.add_argument("--run-dir", help="local folder for logs and the summary")
     train_job.set_defaults(func=cmd_train)
+
+    worker = sub.add_parser(
+        "worker",
+        help="what an operator-made pod runs: this node's trainer processes in a multi-node job",
+        description="Read the node's place from PET_NNODES, PET_NODE_RANK, PET_NPROC_PER_NODE, PET_MASTER_ADDR and "
+        "PET_MASTER_PORT (as torchrun does), wait until the rendezvous host resolves, then run the processes with "
+        "torchrun's environment. Exits with the first failing process's code (2: bad config, 143: checkpointed "
+        "after SIGTERM).",
+    )
+    worker.add_argument("--config", required=True, help="PretrainJob manifest (the pod's ConfigMap)")
+    worker.add_argument(
+        "--rendezvous-timeout", type=float, default=600.0, help="seconds to wait for the rendezvous host's DNS"
+    )
+    worker.set_defaults(func=cmd_worker)
 
     corpus = sub.add_parser("corpus", help="write the bundled multilingual demo corpus to a folder")
     corpus.add_argument("--output", required=True, help="folder for one .jsonl file per language")

@@ -3,22 +3,22 @@ sets: RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT. NCCL on GPUs, gloo
 without them is a world of one.
 
 Workers on Kubernetes can start before the rendezvous host's DNS record exists; instead of an init container that
-loops forever, `wait_for_host` retries the lookup with backoff until a deadline and then fails with a message
-that says what to check.
+loops forever, `launch.wait_for_host` retries the lookup with backoff until a deadline and then fails with a
+message that says what to check.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+from pretrain_trainer.launch import wait_for_host
 
 log = logging.getLogger(__name__)
 
@@ -48,26 +48,6 @@ class DistEnv:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def wait_for_host(host: str, deadline_s: float = 600.0, sleep=time.sleep) -> None:  # type: ignore[no-untyped-def]
-    """Resolve `host`, retrying with backoff for up to `deadline_s` seconds."""
-    started = time.monotonic()
-    delay = 0.5
-    while True:
-        try:
-            socket.getaddrinfo(host, None)
-            return
-        except socket.gaierror as err:
-            waited = time.monotonic() - started
-            if waited >= deadline_s:
-                raise RuntimeError(
-                    f"MASTER_ADDR {host!r} did not resolve within {deadline_s:.0f} s ({err}). Check that worker 0's "
-                    "pod is running and that the job's headless Service exists."
-                ) from err
-            log.info("waiting for rendezvous host %s to resolve (%.0f s so far)", host, waited)
-            sleep(min(delay, max(0.0, deadline_s - waited)))
-            delay = min(delay * 2, 10.0)
 
 
 def init(env: DistEnv, timeout_s: float = 1800.0) -> torch.device:

@@ -22,6 +22,7 @@ launcher and each trainer sees exactly one SIGTERM, which it may use to checkpoi
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -31,6 +32,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -51,6 +53,8 @@ _LAUNCHER_VARS = (
     "MASTER_PORT",
 )
 _LAUNCHER_PREFIXES = ("TORCHELASTIC_", "PET_")
+
+log = logging.getLogger(__name__)
 
 DEFAULT_GRACE_S = 30.0
 _POLL_S = 0.05
@@ -128,6 +132,64 @@ def worker_env(
     return env
 
 
+def wait_for_host(host: str, deadline_s: float = 600.0, sleep=time.sleep) -> None:  # type: ignore[no-untyped-def]
+    """Resolve `host`, retrying with backoff for up to `deadline_s` seconds."""
+    started = time.monotonic()
+    delay = 0.5
+    while True:
+        try:
+            socket.getaddrinfo(host, None)
+            return
+        except socket.gaierror as err:
+            waited = time.monotonic() - started
+            if waited >= deadline_s:
+                raise RuntimeError(
+                    f"MASTER_ADDR {host!r} did not resolve within {deadline_s:.0f} s ({err}). Check that worker 0's "
+                    "pod is running and that the job's headless Service exists."
+                ) from err
+            log.info("waiting for rendezvous host %s to resolve (%.0f s so far)", host, waited)
+            sleep(min(delay, max(0.0, deadline_s - waited)))
+            delay = min(delay * 2, 10.0)
+
+
+@dataclass(frozen=True)
+class Node:
+    """This pod's place in a multi-node job, from the PET_* variables the operator sets (torchrun's names)."""
+
+    nnodes: int
+    node_rank: int
+    nproc: int
+    master_addr: str
+    master_port: int
+    run_id: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Node:
+        try:
+            return cls(
+                nnodes=int(env["PET_NNODES"]),
+                node_rank=int(env["PET_NODE_RANK"]),
+                nproc=int(env["PET_NPROC_PER_NODE"]),
+                master_addr=env["PET_MASTER_ADDR"],
+                master_port=int(env["PET_MASTER_PORT"]),
+                run_id=env.get("PET_RDZV_ID", "pretrainjob"),
+            )
+        except KeyError as err:
+            raise ValueError(f"pretrainjob worker: {err.args[0]} is not set; the operator's pods set PET_*") from err
+        except ValueError as err:
+            raise ValueError(f"pretrainjob worker: PET_* variables must be integers where numeric: {err}") from err
+
+
+def run_worker(job_path: str, env: Mapping[str, str] | None = None, rendezvous_timeout_s: float = 600.0) -> int:
+    """What a worker pod runs (`pretrainjob worker`): wait until the rendezvous host resolves, then run this
+    node's processes like torchrun with a static rendezvous, but keep their exit codes (torchrun reports any
+    failure as 1, which would hide the trainer's 2, bad config, and 143, checkpointed after SIGTERM)."""
+    env = os.environ if env is None else env
+    node = Node.from_env(env)
+    wait_for_host(node.master_addr, rendezvous_timeout_s)
+    return run_local(job_path, node.nproc, Path(env.get("PRETRAIN_RUN_DIR", "runs/worker")), node=node)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago (the OS's pick)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -198,11 +260,13 @@ def run_local(
     module: str = "pretrain_trainer",
     *,
     grace_s: float = DEFAULT_GRACE_S,
+    node: Node | None = None,
 ) -> int:
     """Run `python -m <module> --config <job_path>` as `nproc` ranks here; the exit code of the run (0, the first
     failing rank's, or 128 + the signal that stopped the launcher). `extra_env` is added to this process's
     environment before worker_env applies the contract (so it can set e.g. OMP_NUM_THREADS or PYTHONPATH, not
-    RANK). Raises ConfigError for an invalid job."""
+    RANK). `node` places them in a multi-node job (a pod); without it they are the whole world, on loopback.
+    Raises ConfigError for an invalid job."""
     from pretrain_trainer.config import load_job
 
     job = load_job(job_path)
@@ -211,13 +275,14 @@ def run_local(
         raise ValueError(f"--nproc must be at least 1, got {n}")
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    run_id = f"{job.name}-{uuid.uuid4().hex[:8]}"
+    if node is None:
+        node = Node(1, 0, n, "127.0.0.1", free_port(), f"{job.name}-{uuid.uuid4().hex[:8]}")
+    port, run_id = node.master_port, node.run_id
     base = {**os.environ, **(extra_env or {})}
     cmd = [sys.executable, "-m", module, "--config", str(job_path)]
     print(
-        f"pretrainjob: starting {n} process{'es' if n > 1 else ''} of job {job.name} (run {run_id}, rendezvous "
-        f"127.0.0.1:{port}); logs in {run_dir}",
+        f"pretrainjob: starting {n} process{'es' if n > 1 else ''} of job {job.name} (run {run_id}, node "
+        f"{node.node_rank} of {node.nnodes}, rendezvous {node.master_addr}:{port}); logs in {run_dir}",
         file=sys.stderr,
         flush=True,
     )
@@ -240,7 +305,17 @@ def run_local(
     pumps: list[threading.Thread] = []
     try:
         for rank in range(n):
-            env = worker_env(rank, n, port, run_id, base, run_dir=str(run_dir))
+            env = worker_env(
+                rank,
+                n,
+                port,
+                run_id,
+                base,
+                master_addr=node.master_addr,
+                nnodes=node.nnodes,
+                node_rank=node.node_rank,
+                run_dir=str(run_dir),
+            )
             proc = subprocess.Popen(
                 cmd,
                 env=env,
@@ -301,4 +376,4 @@ def run_local(
     return result
 
 
-__all__ = ["available_cpus", "free_port", "run_local", "worker_env"]
+__all__ = ["Node", "available_cpus", "free_port", "run_local", "run_worker", "wait_for_host", "worker_env"]

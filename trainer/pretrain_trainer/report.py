@@ -56,3 +56,17 @@ def format_summary(summary: dict[str, object]) -> str:
     if summary.get("hf_export"):
         lines.append(f"Hugging Face export: {summary['hf_export']}")
     return "\n".join(lines)
+
+
+def termination_record(summary: dict[str, object]) -> str:
+    """The one-line JSON a pod's rank 0 leaves in its termination message: the operator reads the final
+    progress from the pod's status (step, loss, tokens, last checkpoint) without a network call."""
+    record = {
+        "step": summary["steps"],
+        "loss": summary["final_loss"],
+        "tokensSeen": summary["tokens_seen"],
+        "tokensPerSecond": round(float(summary["tokens_per_second"]), 1),  # type: ignore[arg-type]
+        "lastCheckpoint": summary.get("last_checkpoint_step"),
+        "preempted": summary.get("preempted", False),
+    }
+    return json.dumps({k: v for k, v in record.items() if v is not None and v == v})  # v == v drops NaN

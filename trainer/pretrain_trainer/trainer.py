@@ -68,6 +68,7 @@ class Summary:
     validation_loss: float | None = None
     validation_perplexity: float | None = None
     last_checkpoint: str | None = None
+    last_checkpoint_step: int | None = None
     hf_export: str | None = None
     resumed_from: int | None = None
     preempted: bool = False
@@ -378,7 +379,7 @@ class Trainer:
                 )
                 if self.checkpoints is not None and step % spec.checkpoint.every_steps == 0:
                     summary.last_checkpoint = self._save(step, loader, tokens_seen)
-                    last_saved = step
+                    summary.last_checkpoint_step = last_saved = step
                 if spec.training.eval_every_steps and step % spec.training.eval_every_steps == 0:
                     self._record_eval(step, summary)
                 if stop:
@@ -386,6 +387,7 @@ class Trainer:
                     break
             if self.checkpoints is not None and last_saved != step:
                 summary.last_checkpoint = self._save(step, loader, tokens_seen)
+                summary.last_checkpoint_step = step
         evaluated_last_step = bool(spec.training.eval_every_steps) and step % spec.training.eval_every_steps == 0
         if not summary.preempted and not evaluated_last_step:
             self._record_eval(step, summary)

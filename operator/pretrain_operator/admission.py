@@ -1,0 +1,98 @@
+"""Which spec a job runs with: its first valid spec, then only the changes a running job can take.
+
+A job's accepted spec lives in its ConfigMap (the trainer's job.yaml). Later edits are compared with it: the
+fields in MUTABLE_FIELDS apply (a new `workers.replicas` restarts the gang with the new world size, and the
+loader resumes at the exact next sample); a change to any other field is refused with a message naming the
+fields, and the job runs on unchanged. (A new model, tokenizer, data or batch size would silently break the
+resumed checkpoint; that is a new job.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pretrain_trainer.config import (
+    API_VERSION,
+    KIND,
+    ConfigError,
+    PretrainJobSpec,
+    Problem,
+    parse_job,
+    to_dict,
+)
+
+MUTABLE_FIELDS = (
+    "suspend",
+    "workers.replicas",
+    "failurePolicy.maxRestarts",
+    "ttlSecondsAfterFinished",
+    "cleanPodPolicy",
+)
+
+
+@dataclass(frozen=True)
+class Admission:
+    spec: PretrainJobSpec | None  # what to run with; None: nothing valid was ever accepted
+    problems: list[Problem] = field(default_factory=list)  # why the spec is invalid
+    refused: str = ""  # why (part of) a change was refused, for a condition and an event
+
+
+def check(name: str, namespace: str, spec: Any) -> PretrainJobSpec:
+    """The typed spec of a manifest; ConfigError names every bad field (and a bad metadata.name)."""
+    manifest = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name, "namespace": namespace}}
+    return parse_job({**manifest, "spec": spec}).spec
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: value}
+
+
+def _mutable(path: str) -> bool:
+    return any(path == m or path.startswith(m + ".") for m in MUTABLE_FIELDS)
+
+
+def _with_mutable(accepted: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in accepted.items()}
+    for path in MUTABLE_FIELDS:
+        *parents, leaf = path.split(".")
+        src, dst = new, out
+        for p in parents:
+            src, dst = src[p], dst.setdefault(p, {})
+        dst[leaf] = src[leaf]
+    return out
+
+
+def admit(name: str, namespace: str, spec: Any, accepted: dict[str, Any] | None) -> Admission:
+    """The spec to run with, given the job's current spec and the one accepted earlier (None at first)."""
+    try:
+        new = check(name, namespace, spec)
+    except ConfigError as err:
+        if accepted is None:
+            return Admission(None, err.problems)
+        return Admission(
+            check(name, namespace, accepted),
+            refused="spec change refused, the job runs on with its accepted spec: " + "; ".join(map(str, err.problems)),
+        )
+    if accepted is None:
+        return Admission(new)
+    new_dict = to_dict(new)
+    old, cur = _flatten(accepted), _flatten(new_dict)
+    frozen = sorted(p for p in set(old) | set(cur) if old.get(p) != cur.get(p) and not _mutable(p))
+    if not frozen:
+        return Admission(new)
+    fields = ", ".join(f"spec.{p}" for p in frozen)
+    refused = (
+        f"{fields} cannot change on an existing job (only {', '.join('spec.' + m for m in MUTABLE_FIELDS)} can); "
+        "revert the change, or delete and re-create the job to start a new run"
+    )
+    try:
+        return Admission(check(name, namespace, _with_mutable(accepted, new_dict)), refused=refused)
+    except ConfigError as err:
+        refused += "; " + "; ".join(map(str, err.problems))
+        return Admission(check(name, namespace, accepted), refused=refused)

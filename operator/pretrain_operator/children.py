@@ -1,0 +1,198 @@
+"""Pure builders of a PretrainJob's child objects: the headless Service, the ConfigMap and the worker Pods.
+
+Each takes the job's identity and its checked spec and returns a manifest (a dict), owned by the job, so the
+garbage collector removes children with their job. The pods follow the worker contract of DESIGN.md: torchrun
+under `pretrainjob worker`, with the variables torchrun reads (PET_*) and those Kubeflow's PyTorchJob sets
+(MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK), stable hostnames under the Service, a memory-backed /dev/shm,
+and S3 credentials as references to a Secret only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from pretrain_trainer.config import API_VERSION, KIND, PretrainJobSpec, to_dict
+
+from . import naming
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """Who owns the children: the PretrainJob's identity."""
+
+    name: str
+    namespace: str
+    uid: str
+    labels: dict[str, str]
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> JobRef:
+        meta = body["metadata"]
+        return cls(meta["name"], meta.get("namespace", "default"), meta.get("uid", ""), dict(meta.get("labels") or {}))
+
+    def owner_reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+    def metadata(self, name: str, component: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "namespace": self.namespace,
+            "labels": naming.common_labels(self.name, component),
+            "ownerReferences": [self.owner_reference()],
+        }
+
+
+def build_service(job: JobRef) -> dict[str, Any]:
+    """Headless Service giving each worker pod a DNS name; published before readiness so that rendezvous can
+    resolve worker 0 as soon as it has an IP."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": job.metadata(naming.service_name(job.name), "rendezvous"),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": naming.selector(job.name),
+            "ports": [{"name": "rendezvous", "port": naming.RENDEZVOUS_PORT, "targetPort": naming.RENDEZVOUS_PORT}],
+        },
+    }
+
+
+def trainer_config(job: JobRef, spec: PretrainJobSpec) -> str:
+    """The job.yaml the trainer reads: the whole accepted spec with every default spelled out."""
+    manifest = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": job.name, "namespace": job.namespace},
+        "spec": to_dict(spec),
+    }
+    return yaml.safe_dump(manifest, sort_keys=False)
+
+
+def build_config_map(job: JobRef, spec: PretrainJobSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": job.metadata(naming.config_map_name(job.name), "config"),
+        "data": {naming.CONFIG_FILE: trainer_config(job, spec)},
+    }
+
+
+def accepted_spec_of(config_map: dict[str, Any]) -> dict[str, Any]:
+    """The spec (YAML shape) a ConfigMap built by build_config_map holds."""
+    return yaml.safe_load(config_map["data"][naming.CONFIG_FILE])["spec"]
+
+
+def _env(job: JobRef, spec: PretrainJobSpec, index: int, attempt: int) -> list[dict[str, Any]]:
+    workers = spec.workers
+    addr = naming.master_addr(job.name, job.namespace)
+    plain = {
+        # torchrun reads its arguments from PET_* (static rendezvous on worker 0), as in Kubeflow's PyTorchJob.
+        "PET_NNODES": workers.replicas,
+        "PET_NPROC_PER_NODE": workers.procs_per_worker,
+        "PET_NODE_RANK": index,
+        "PET_MASTER_ADDR": addr,
+        "PET_MASTER_PORT": naming.RENDEZVOUS_PORT,
+        "PET_RDZV_ID": f"{job.uid or job.name}-{attempt}",
+        # The operator restarts the whole gang; torchrun must not restart processes on its own.
+        "PET_MAX_RESTARTS": 0,
+        # What scripts written for Kubeflow read; torchrun sets the per-process values for its children.
+        "MASTER_ADDR": addr,
+        "MASTER_PORT": naming.RENDEZVOUS_PORT,
+        "WORLD_SIZE": workers.world_size,
+        "RANK": index,
+        "PYTHONUNBUFFERED": 1,
+        "PRETRAIN_RUN_DIR": naming.RUN_DIR,
+        "PRETRAIN_TERMINATION_LOG": naming.TERMINATION_LOG,
+        "PRETRAIN_ATTEMPT": attempt,
+    }
+    env: list[dict[str, Any]] = [{"name": k, "value": str(v)} for k, v in plain.items()]
+    env.append({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+    if spec.storage.credentials_secret:
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            ref = {"name": spec.storage.credentials_secret, "key": key}
+            env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
+        # Optional, for temporary credentials.
+        ref = {"name": spec.storage.credentials_secret, "key": "AWS_SESSION_TOKEN", "optional": True}
+        env.append({"name": "AWS_SESSION_TOKEN", "valueFrom": {"secretKeyRef": ref}})
+    return env
+
+
+def pod_labels(job: JobRef, spec: PretrainJobSpec, index: int, attempt: int) -> dict[str, str]:
+    labels = dict(spec.workers.labels)
+    labels.update(naming.common_labels(job.name, "worker"))
+    labels[naming.INDEX_LABEL] = str(index)
+    labels[naming.ATTEMPT_LABEL] = str(attempt)
+    queue = job.labels.get(naming.KUEUE_QUEUE_LABEL)
+    if queue:
+        labels[naming.KUEUE_QUEUE_LABEL] = queue
+        labels[naming.KUEUE_GROUP_LABEL] = f"{job.name}-{attempt}"
+    return labels
+
+
+def build_pod(job: JobRef, spec: PretrainJobSpec, index: int, attempt: int, image: str) -> dict[str, Any]:
+    """Worker pod `index` of gang `attempt`."""
+    workers = spec.workers
+    name = naming.pod_name(job.name, index)
+    annotations = dict(workers.annotations)
+    if naming.KUEUE_QUEUE_LABEL in job.labels:
+        annotations[naming.KUEUE_COUNT_ANNOTATION] = str(workers.replicas)
+    ports = [{"name": "rendezvous", "containerPort": naming.RENDEZVOUS_PORT}]
+    if spec.metrics.port:
+        ports.append({"name": "metrics", "containerPort": spec.metrics.port})
+    container: dict[str, Any] = {
+        "name": "trainer",
+        "image": spec.image or image,
+        "command": ["pretrainjob", "worker", "--config", f"{naming.CONFIG_DIR}/{naming.CONFIG_FILE}"],
+        "env": _env(job, spec, index, attempt),
+        "ports": ports,
+        "resources": dict(workers.resources),
+        "volumeMounts": [
+            {"name": "config", "mountPath": naming.CONFIG_DIR, "readOnly": True},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+        "terminationMessagePath": naming.TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pod_spec: dict[str, Any] = {
+        "hostname": name,
+        "subdomain": naming.service_name(job.name),
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": workers.termination_grace_seconds,
+        "enableServiceLinks": False,
+        "containers": [container],
+        "volumes": [
+            {"name": "config", "configMap": {"name": naming.config_map_name(job.name)}},
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": workers.shm_size}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    }
+    optional = {
+        "nodeSelector": dict(workers.node_selector),
+        "tolerations": list(workers.tolerations),
+        "affinity": dict(workers.affinity),
+        "priorityClassName": workers.priority_class_name,
+        "serviceAccountName": workers.service_account_name,
+        "imagePullSecrets": [{"name": s} for s in workers.image_pull_secrets],
+    }
+    pod_spec.update({k: v for k, v in optional.items() if v})
+    meta = job.metadata(name, "worker")
+    meta["labels"] = pod_labels(job, spec, index, attempt)
+    if annotations:
+        meta["annotations"] = annotations
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
+
+
+def build_pods(job: JobRef, spec: PretrainJobSpec, attempt: int, image: str) -> list[dict[str, Any]]:
+    return [build_pod(job, spec, i, attempt, image) for i in range(spec.workers.replicas)]

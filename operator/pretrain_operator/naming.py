@@ -1,0 +1,62 @@
+"""Names and labels of a PretrainJob's children: the one place that knows how they are spelled.
+
+<job>                      headless Service (the pods' DNS subdomain)
+<job>-config               ConfigMap with the trainer's job.yaml
+<job>-worker-<i>           worker Pod i, hostname <job>-worker-<i>.<job>.<namespace>.svc
+"""
+
+from __future__ import annotations
+
+from pretrain_trainer.config import API_GROUP
+
+MANAGED_BY = "pretrain-operator"
+JOB_LABEL = f"{API_GROUP}/job-name"
+INDEX_LABEL = f"{API_GROUP}/replica-index"
+ATTEMPT_LABEL = f"{API_GROUP}/attempt"
+# Kueue's plain-pod integration: a gang is admitted as one pod group.
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUEUE_GROUP_LABEL = "kueue.x-k8s.io/pod-group-name"
+KUEUE_COUNT_ANNOTATION = "kueue.x-k8s.io/pod-group-total-count"
+
+RENDEZVOUS_PORT = 29500  # torchrun's default, and Kubeflow Trainer v2's
+CONFIG_DIR = "/etc/pretrainjob"
+CONFIG_FILE = "job.yaml"
+TERMINATION_LOG = "/dev/termination-log"
+RUN_DIR = "/tmp/run"
+
+
+def service_name(job: str) -> str:
+    return job
+
+
+def config_map_name(job: str) -> str:
+    return f"{job}-config"
+
+
+def pod_name(job: str, index: int) -> str:
+    return f"{job}-worker-{index}"
+
+
+def master_addr(job: str, namespace: str) -> str:
+    """Worker 0's DNS name under the headless Service (resolvable once its pod has an IP)."""
+    return f"{pod_name(job, 0)}.{service_name(job)}.{namespace}.svc"
+
+
+def selector(job: str) -> dict[str, str]:
+    """Labels that select all of a job's worker pods (any attempt)."""
+    return {"app.kubernetes.io/managed-by": MANAGED_BY, JOB_LABEL: job}
+
+
+def common_labels(job: str, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "pretrain-worker" if component == "worker" else "pretrainjob",
+        "app.kubernetes.io/instance": job,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        JOB_LABEL: job,
+    }
+
+
+def label_selector(labels: dict[str, str]) -> str:
+    """The `labelSelector` query value for equality matches."""
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))

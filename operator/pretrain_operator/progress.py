@@ -1,0 +1,70 @@
+"""Live training progress, read from rank 0's Prometheus endpoint (the worker-0 pod, `spec.metrics.port`).
+
+Why the metrics endpoint and not a progress file in the object store: it is live to the second, it needs no
+storage credentials in the operator (those stay in the job's Secret), and `kubectl get pj` then shows the same
+numbers as Grafana. Its gap, the last steps before the workers exit, is closed by the trainer's termination
+message (see `workers.Worker.result`), which Kubernetes keeps in the pod's status.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+log = logging.getLogger(__name__)
+
+# trainer metric → status field
+FIELDS = {
+    "pretrain_step": "step",
+    "pretrain_loss": "loss",
+    "pretrain_tokens_per_second": "tokensPerSecond",
+    "pretrain_last_checkpoint_step": "lastCheckpoint",
+    "pretrain_last_checkpoint_timestamp_seconds": "lastCheckpointTime",
+}
+# tokensSeen is not read: pretrain_tokens_total restarts from 0 with the trainer; the status derives it from the
+# step (every step trains the same global batch, whatever the world size).
+INTEGERS = {"step", "lastCheckpoint"}
+
+
+def parse_progress(text: str, job_name: str) -> dict[str, Any]:
+    """Status fields from a /metrics page, for the series labelled with this job."""
+    out: dict[str, Any] = {}
+    for family in text_string_to_metric_families(text):
+        key = FIELDS.get(family.name)
+        if key is None:
+            continue
+        for sample in family.samples:
+            if sample.labels.get("job_name") != job_name or sample.name.endswith("_created"):
+                continue
+            value = sample.value
+            if value != value or value in (float("inf"), float("-inf")):  # NaN/inf do not fit the schema
+                continue
+            if key == "lastCheckpointTime":
+                if value > 0:
+                    out[key] = datetime.fromtimestamp(value, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            elif key in INTEGERS:
+                out[key] = int(value)
+            else:
+                out[key] = round(value, 4)
+    if out.get("lastCheckpoint") == 0 and "lastCheckpointTime" not in out:
+        out.pop("lastCheckpoint")  # no checkpoint yet
+    return out
+
+
+async def scrape_progress(
+    session: aiohttp.ClientSession, host: str, port: int, job_name: str, timeout_s: float = 3.0
+) -> dict[str, Any] | None:
+    """Progress from rank 0, or None when it does not answer (starting, busy checkpointing, or finished)."""
+    url = f"http://{host}:{port}/metrics"
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            if resp.status != 200:
+                return None
+            return parse_progress(await resp.text(), job_name)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as err:
+        log.debug("no progress from %s: %s", url, err)
+        return None

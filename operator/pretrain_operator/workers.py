@@ -1,0 +1,131 @@
+"""What a worker pod's status says: running, done, or failed, and why (a pure reading of Pod.status).
+
+Exit codes follow the trainer's contract (`python -m pretrain_trainer`): 0 done; 2 bad config or data, never
+worth a retry; 143 stopped by SIGTERM after a checkpoint (preemption, drain); anything else is worth a restart.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from . import naming
+
+EXIT_BAD_CONFIG = 2
+EXIT_PREEMPTED = 143
+# Waiting reasons that do not clear up on their own within the grace period.
+STUCK_REASONS = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One worker pod, as the operator sees it."""
+
+    name: str
+    index: int
+    attempt: int
+    state: str  # pending | running | succeeded | failed | terminating
+    reason: str = ""
+    message: str = ""
+    exit_code: int | None = None
+    pod_ip: str = ""
+    result: dict[str, Any] = field(default_factory=dict)  # the trainer's termination message (JSON)
+
+    @property
+    def retryable(self) -> bool:
+        return not (self.state == "failed" and self.exit_code == EXIT_BAD_CONFIG)
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated")
+        if term is not None:
+            return term
+    return None
+
+
+def _waiting(pod: dict[str, Any]) -> dict[str, Any] | None:
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        wait = (cs.get("state") or {}).get("waiting")
+        if wait is not None:
+            return wait
+    return None
+
+
+def _result(term: dict[str, Any] | None) -> dict[str, Any]:
+    try:
+        value = json.loads((term or {}).get("message") or "{}")
+    except ValueError:  # FallbackToLogsOnError: the log tail, not our JSON
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def read_worker(pod: dict[str, Any], now: datetime, stuck_grace_s: float) -> Worker:
+    """Classify one pod. `stuck_grace_s`: how long an image-pull or container-config error may last before it
+    counts as a failure (a registry hiccup clears up; a wrong image name does not)."""
+    meta, status = pod["metadata"], pod.get("status") or {}
+    labels = meta.get("labels") or {}
+    base = {
+        "name": meta["name"],
+        "index": int(labels.get(naming.INDEX_LABEL, -1)),
+        "attempt": int(labels.get(naming.ATTEMPT_LABEL, -1)),
+        "pod_ip": status.get("podIP", ""),
+    }
+    phase = status.get("phase", "Pending")
+    term = _terminated(pod)
+    if phase == "Succeeded":
+        return Worker(**base, state="succeeded", exit_code=0, result=_result(term))
+    if phase == "Failed":
+        code = term.get("exitCode") if term else None
+        conditions = {c.get("type"): c for c in status.get("conditions") or []}
+        if status.get("reason") == "Evicted":
+            reason = "Evicted"
+        elif conditions.get("DisruptionTarget", {}).get("status") == "True":
+            reason = conditions["DisruptionTarget"].get("reason") or "Preempted"
+        elif code == EXIT_PREEMPTED:
+            reason = "Preempted"
+        elif code == EXIT_BAD_CONFIG:
+            reason = "InvalidConfig"
+        else:
+            reason = (term or {}).get("reason") or status.get("reason") or "Error"
+        detail = status.get("message") or (term or {}).get("message") or ""
+        message = f"{meta['name']} failed ({reason}" + (f", exit code {code}" if code is not None else "") + ")"
+        if detail and not _result(term):
+            message += f": {detail.strip().splitlines()[-1][:300]}"
+        return Worker(**base, state="failed", reason=reason, message=message, exit_code=code, result=_result(term))
+    if meta.get("deletionTimestamp"):
+        return Worker(**base, state="terminating")
+    if phase == "Running":
+        return Worker(**base, state="running")
+    waiting = _waiting(pod)
+    if waiting and waiting.get("reason") in STUCK_REASONS:
+        since = parse_time(meta.get("creationTimestamp")) or now
+        if (now - since).total_seconds() >= stuck_grace_s:
+            return Worker(
+                **base,
+                state="failed",
+                reason=waiting["reason"],
+                message=f"{meta['name']}: {waiting['reason']}: {waiting.get('message', '')}".strip(),
+            )
+    scheduled = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), {})
+    if scheduled.get("status") == "False":
+        why = f"{meta['name']} not scheduled ({scheduled.get('reason', '')}): {scheduled.get('message', '')}"
+        return Worker(**base, state="pending", reason=scheduled.get("reason", ""), message=why)
+    return Worker(**base, state="pending", reason=(waiting or {}).get("reason", ""))
