@@ -30,6 +30,7 @@ from .metrics import OperatorMetrics
 from .progress import scrape_progress
 
 log = logging.getLogger("pretrain_operator")
+DEBOUNCE_S = 0.3
 
 
 @dataclass(frozen=True)
@@ -215,12 +216,13 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> Runtime
     async def cleanup(**_: Any) -> None:
         await rt.close()
 
-    # Event handlers only schedule a reconcile: it runs after kopf's own patch of the event's object (its
-    # finalizer), instead of racing it for the object's resourceVersion.
+    # Event handlers only schedule a reconcile, DEBOUNCE_S later: a burst of events (a gang of pods starting)
+    # makes one reconcile, and it runs after kopf's own patch of the event's object (its finalizer) instead of
+    # racing it for the object's resourceVersion.
     @kopf.on.event(**jobs)  # type: ignore[arg-type]
     async def job_event(type: str, name: str, namespace: str, **_: Any) -> None:
         if type != "DELETED":
-            rt.wake_up(namespace, name, 0.0)
+            rt.wake_up(namespace, name, DEBOUNCE_S)
 
     @kopf.timer(**jobs, interval=config.lifecycle.resync_s)  # type: ignore[arg-type]
     async def resync(name: str, namespace: str, **_: Any) -> None:
@@ -234,7 +236,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> Runtime
     async def pod_event(labels: dict[str, str], namespace: str, **_: Any) -> None:
         job = labels.get(naming.JOB_LABEL)
         if job:
-            rt.wake_up(namespace, job, 0.0)
+            rt.wake_up(namespace, job, DEBOUNCE_S)
 
     return rt
 

@@ -185,7 +185,7 @@ class Emulator(kmock.KubernetesEmulator):
             if res == request.resource and not obj.deleted and (request.namespace in (None, ns))
         ]
         items = [o for o in items if _selector_matches(selector, o.get("metadata", {}).get("labels") or {})]
-        info = RESOURCES.get(f"{request.resource.group}/{request.resource.version}/{request.resource.plural}".lstrip("/"))
+        info = RESOURCES.get(self._info_key(request))
         group_version = "/".join(p for p in (request.resource.group, request.resource.version) if p)
         return await self._render_json(
             {

@@ -19,7 +19,8 @@ class OperatorThread:
 
     def __init__(self, url: str, settings: Settings, metrics_port: int = 0, health_port: int = 0) -> None:
         self.registry = kopf.OperatorRegistry()
-        config = OperatorConfig(lifecycle=settings, metrics_port=metrics_port, connection=kopf.ConnectionInfo(server=url))
+        connection = kopf.ConnectionInfo(server=url)
+        config = OperatorConfig(lifecycle=settings, metrics_port=metrics_port, connection=connection)
         self.runtime: Runtime = register(self.registry, config)
         self.health_port = health_port
         self._stop = threading.Event()
