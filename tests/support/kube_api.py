@@ -263,10 +263,16 @@ class Emulator(kmock.KubernetesEmulator):
 
     async def _serve_watch(self, request: rendering.Request) -> Any:
         selector = request.params.get("labelSelector", "")
+        since = request.params.get("resourceVersion", "")
+        since_rv = int(since) if since.isdigit() else 0
         async for event in super()._serve_watch(request):
-            if isinstance(event, dict) and selector:
-                labels = event.get("object", {}).get("metadata", {}).get("labels") or {}
-                if not _selector_matches(selector, labels):
+            if isinstance(event, dict):
+                meta = event.get("object", {}).get("metadata", {})
+                if selector and not _selector_matches(selector, meta.get("labels") or {}):
+                    continue
+                # A watch from a list's resourceVersion starts after it (kmock replays every object).
+                rv = meta.get("resourceVersion", "")
+                if rv.isdigit() and int(rv) <= since_rv and event.get("type") != "DELETED":
                     continue
             yield event
 

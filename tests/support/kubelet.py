@@ -1,0 +1,202 @@
+"""A kubelet for the operator's end-to-end tests: runs each pod the operator creates as local processes.
+
+It polls the API emulator for pods, and for each new one builds a container filesystem under a temp folder
+(ConfigMap volumes written out, emptyDirs created), resolves the env (Secrets, fieldRefs), starts the pod's
+command with the pod's environment, and reports phases back through the status subresource: Running with a
+podIP, then Succeeded or Failed with the exit code and the termination message file's contents, as a kubelet
+does. Deleting a pod sends SIGTERM to its processes, SIGKILL after terminationGracePeriodSeconds, then removes
+the pod (delete with grace 0).
+
+Pods are loopback processes, so names are mapped as a cluster network would: the job's rendezvous host
+(`<job>-worker-0.<job>.<ns>.svc`) resolves to 127.0.0.1, and the rendezvous port 29500 becomes a free port
+per gang, since all pods share one network namespace here.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pretrain_operator import naming
+from pretrain_trainer.launch import free_port
+from tests.support.kube_api import ApiServer
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class RunningPod:
+    name: str
+    namespace: str
+    root: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+    grace_s: float
+    termination_log: Path
+    terminating_since: float | None = None
+    done: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Kubelet:
+    """`with Kubelet(api, workdir) as kubelet:` runs pods until the block ends."""
+
+    def __init__(self, api: ApiServer, workdir: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.api, self.workdir = api, workdir
+        self.extra_env = extra_env or {}
+        self.pods: dict[tuple[str, str], RunningPod] = {}
+        self.history: list[str] = []  # pod names in start order, for assertions
+        self._ports: dict[tuple[str, str, str], int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="kubelet", daemon=True)
+        self.error: BaseException | None = None
+
+    def __enter__(self) -> Kubelet:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        for pod in self.pods.values():
+            if pod.proc.poll() is None:
+                os.killpg(pod.proc.pid, signal.SIGKILL)
+                pod.proc.wait()
+
+    def kill(self, pod_name: str, sig: int = signal.SIGKILL) -> None:
+        """Kill a pod's processes, as a crash or an OOM kill would (the pod then fails)."""
+        pod = next(p for p in self.pods.values() if p.name == pod_name and not p.done)
+        os.killpg(pod.proc.pid, sig)
+
+    def logs(self, pod_name: str) -> str:
+        pods = [p for p in self.pods.values() if p.name == pod_name]
+        return "\n".join(p.log.read_text(errors="replace") for p in pods if p.log.exists())
+
+    # ------------------------------------------------------------------------------------------ the loop
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._sync()
+                time.sleep(0.2)
+        except BaseException as err:
+            self.error = err
+            raise
+
+    def _sync(self) -> None:
+        seen = set()
+        for pod in self.api.list("v1", "pods", None):
+            meta = pod["metadata"]
+            key = (meta["namespace"], meta["uid"])
+            seen.add(key)
+            running = self.pods.get(key)
+            if running is None and not meta.get("deletionTimestamp"):
+                self.pods[key] = self._start(pod)
+                continue
+            if running is None:
+                self.api.delete("v1", "pods", meta["namespace"], meta["name"], grace=0)
+                continue
+            self._watch_process(running, pod)
+        for key, running in self.pods.items():
+            if key not in seen and running.proc.poll() is None:  # force-deleted
+                os.killpg(running.proc.pid, signal.SIGKILL)
+
+    def _watch_process(self, running: RunningPod, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        code = running.proc.poll()
+        if meta.get("deletionTimestamp"):
+            if code is None and running.terminating_since is None:
+                running.terminating_since = time.monotonic()
+                os.killpg(running.proc.pid, signal.SIGTERM)
+            elif code is None and time.monotonic() - (running.terminating_since or 0) > running.grace_s:
+                os.killpg(running.proc.pid, signal.SIGKILL)
+            elif code is not None:
+                running.done = True
+                self.api.delete("v1", "pods", meta["namespace"], meta["name"], grace=0)
+            return
+        if code is not None and not running.done:
+            running.done = True
+            code = 128 - code if code < 0 else code
+            message = running.termination_log.read_text()[:4096] if running.termination_log.exists() else ""
+            terminated = {"exitCode": code, "reason": "Completed" if code == 0 else "Error", "message": message}
+            status = {
+                "phase": "Succeeded" if code == 0 else "Failed",
+                "containerStatuses": [{"name": "trainer", "ready": False, "state": {"terminated": terminated}}],
+            }
+            self.api.patch("v1", "pods", meta["namespace"], meta["name"], {"status": status}, sub="status")
+
+    # ------------------------------------------------------------------------------------------ start a pod
+
+    def _start(self, pod: dict[str, Any]) -> RunningPod:
+        meta, spec = pod["metadata"], pod["spec"]
+        ns, name = meta["namespace"], meta["name"]
+        root = self.workdir / f"{name}-{meta['uid'][:8]}"
+        root.mkdir(parents=True)
+        container = spec["containers"][0]
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        mounts: dict[str, Path] = {}
+        for mount in container.get("volumeMounts", []):
+            path = root / mount["mountPath"].lstrip("/")
+            path.mkdir(parents=True, exist_ok=True)
+            mounts[mount["mountPath"]] = path
+            volume = volumes[mount["name"]]
+            if "configMap" in volume:
+                cm = self.api.get("v1", "configmaps", ns, volume["configMap"]["name"])
+                for key, text in (cm or {}).get("data", {}).items():
+                    (path / key).write_text(text)
+        job = meta["labels"][naming.JOB_LABEL]
+        attempt = meta["labels"][naming.ATTEMPT_LABEL]
+        port = self._ports.setdefault((ns, job, attempt), free_port())
+        host = naming.master_addr(job, ns)
+
+        def local(value: str) -> str:
+            value = value.replace(host, "127.0.0.1")
+            for mount_path, path in sorted(mounts.items(), key=lambda kv: -len(kv[0])):
+                if value == mount_path or value.startswith(mount_path + "/"):
+                    return str(path) + value[len(mount_path) :]
+            if value.startswith("/dev/") or value.startswith("/tmp/"):
+                return str(root / value.lstrip("/"))
+            return value
+
+        env = {"PATH": f"{BIN}:{os.environ.get('PATH', '')}", "HOME": str(root), **self.extra_env}
+        for item in container.get("env", []):
+            if "value" in item:
+                value = item["value"]
+                env[item["name"]] = str(port) if value == str(naming.RENDEZVOUS_PORT) else local(value)
+            elif "secretKeyRef" in item["valueFrom"]:
+                ref = item["valueFrom"]["secretKeyRef"]
+                secret = self.api.get("v1", "secrets", ns, ref["name"]) or {}
+                data = secret.get("data", {})
+                if ref["key"] in data:
+                    env[item["name"]] = base64.b64decode(data[ref["key"]]).decode()
+                elif not ref.get("optional"):
+                    raise AssertionError(f"pod {name}: secret {ref['name']} has no key {ref['key']}")
+            elif "fieldRef" in item["valueFrom"]:
+                env[item["name"]] = name if item["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name" else ""
+        termination_log = Path(local(container.get("terminationMessagePath", "/dev/termination-log")))
+        termination_log.parent.mkdir(parents=True, exist_ok=True)
+        command = [local(a) for a in container["command"] + container.get("args", [])]
+        command[0] = shutil.which(command[0], path=env["PATH"]) or command[0]
+        log = root / "container.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                command, env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.history.append(name)
+        status = {
+            "phase": "Running",
+            "podIP": "127.0.0.1",
+            "containerStatuses": [{"name": "trainer", "ready": True, "state": {"running": {}}}],
+        }
+        self.api.patch("v1", "pods", ns, name, {"status": status}, sub="status")
+        grace = float(spec.get("terminationGracePeriodSeconds", 30))
+        return RunningPod(name, ns, root, proc, log, grace, termination_log)
