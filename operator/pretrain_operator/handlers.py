@@ -52,6 +52,7 @@ class Runtime:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._queued: set[tuple[str, str]] = set()
         self._wakeups: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._closed = False
 
     async def login(self, **kwargs: Any) -> kopf.ConnectionInfo | None:
         info = self.config.connection
@@ -64,6 +65,7 @@ class Runtime:
         return info
 
     async def close(self) -> None:
+        self._closed = True
         for handle in self._wakeups.values():
             handle.cancel()
         if self.kube is not None:
@@ -74,7 +76,7 @@ class Runtime:
     async def reconcile(self, namespace: str, name: str, *, scrape: bool = False) -> None:
         """Reconcile one job, unless a reconcile of it is already waiting (it will see this trigger's state)."""
         key = (namespace, name)
-        if key in self._queued and not scrape:
+        if self._closed or (key in self._queued and not scrape):
             return
         self._queued.add(key)
         async with self._locks.setdefault(key, asyncio.Lock()):
