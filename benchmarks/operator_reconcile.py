@@ -24,10 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pretrain_operator import naming  # noqa: E402
-from pretrain_trainer.config import API_VERSION  # noqa: E402
-from pretrain_trainer.launch import free_port  # noqa: E402
-from tests.support.kube_api import ApiServer  # noqa: E402
+from pretrain_operator import naming
+from pretrain_trainer.config import API_VERSION
+from pretrain_trainer.launch import free_port
+from tests.support.kube_api import ApiServer
 
 
 def manifest(name: str, namespace: str, workers: int) -> dict:
@@ -63,7 +63,7 @@ def rss_mib(pid: int) -> float:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def run_round(api: ApiServer, metrics_port: int, pid: int, n_jobs: int, workers: int, namespace: str) -> None:
@@ -136,7 +136,8 @@ def main() -> int:
             f"--resync-seconds={args.resync}",
         ]
         env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=Path(tmp, "op.log").open("w"))
+        log = Path(tmp, "operator.log").open("w")  # noqa: SIM115 (closed with the process, below)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
         try:
             for _ in range(100):
                 try:
@@ -151,6 +152,7 @@ def main() -> int:
         finally:
             proc.terminate()
             proc.wait(30)
+            log.close()
     return 0
 
 

@@ -297,7 +297,8 @@ def _running(
         message = f"{first.message}; no restarts left (failurePolicy.maxRestarts: {spec.failure_policy.max_restarts})"
         p.finish("Failed", "BackoffLimitExceeded", message, current, spec.clean_pod_policy)
         # Gang semantics: a failed job's other workers stop even with cleanPodPolicy None.
-        p.out.delete_pods = sorted(set(p.out.delete_pods) | {w.name for w in current if w.state == "running"})
+        stop = {w.name for w in current if w.state in ("pending", "running")}
+        p.out.delete_pods = sorted(set(p.out.delete_pods) | stop)
         return p.out
 
     counts = _phase_counts(current)
@@ -321,8 +322,8 @@ def _running(
         )
     else:
         waiting = next((w for w in current if w.state == "pending" and w.message), None)
-        if waiting is not None:
-            st["message"] = waiting.message
+        running = counts.get("running", 0)
+        st["message"] = waiting.message if waiting is not None else f"{running}/{replicas} workers running"
     p.out.requeue_after = settings.resync_s
     return p.out
 

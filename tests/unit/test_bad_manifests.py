@@ -197,11 +197,6 @@ def test_unknown_field_suggests_the_close_name():
     assert "did you mean 'microBatchSize'?" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: trainer/pretrain_trainer/config.py semantic_problems(): 'needs an {wants} architecture' reads "
-    "'needs an decoder architecture' for clm; use 'a decoder' / 'an encoder'.",
-)
 def test_objective_mismatch_message_is_grammatical():
     bad = manifest(**{"spec.model.architecture": "bert", "spec.data.sequenceLength": 128})
     messages = "\n".join(operator_errors(bad))

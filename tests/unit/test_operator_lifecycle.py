@@ -534,11 +534,6 @@ def test_unschedulable_worker_is_named_in_the_message():
     assert out.delete_pods == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: lifecycle.py _running(): st['message'] is set to a pending worker's message (not scheduled) but "
-    "never reset when no pending worker has a message, so 'not scheduled' stays while the pod pulls its image.",
-)
 def test_message_stops_saying_unschedulable_once_the_worker_is_scheduled():
     cluster = Cluster(new_job())
     cluster.reconcile()
@@ -615,16 +610,7 @@ def test_clean_pod_policy_on_success(policy, deleted):
     [
         ("Running", ["demo-worker-1", "demo-worker-2"]),
         ("All", ["demo-worker-0", "demo-worker-1", "demo-worker-2"]),
-        pytest.param(
-            "None",
-            ["demo-worker-1", "demo-worker-2"],
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: lifecycle.py _running(), BackoffLimitExceeded: with cleanPodPolicy None only pods in "
-                "state 'running' are stopped; a still-pending worker of the failed gang stays, later starts and "
-                "waits on a rendezvous that never completes (holding its GPUs). Stop pending ones too.",
-            ),
-        ),
+        ("None", ["demo-worker-1", "demo-worker-2"]),
     ],
 )
 def test_clean_pod_policy_on_failure_and_the_gang_rule(policy, deleted):

@@ -525,7 +525,7 @@ def semantic_problems(spec: PretrainJobSpec, path: str = "spec") -> list[Problem
         out.append(
             Problem(
                 f"{path}.objective.type",
-                f"{spec.objective.type} needs an {wants} architecture, but "
+                f"{spec.objective.type} needs {'an' if wants == 'encoder' else 'a'} {wants} architecture, but "
                 f"model.architecture is {spec.model.architecture}; use one of {fit}",
             )
         )
