@@ -9,7 +9,6 @@ import argparse
 import dataclasses
 import json
 import typing
-from pathlib import Path
 from typing import Any
 
 from pretrain_trainer.config import PretrainJobSpec, yaml_name
