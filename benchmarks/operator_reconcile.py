@@ -87,7 +87,7 @@ def run_round(api: ApiServer, metrics_port: int, pid: int, n_jobs: int, workers:
         for job, count in counts.items():
             if count == workers and job not in done:
                 done[job] = now
-        time.sleep(0.05)
+        time.sleep(0.2)
     total_s = time.perf_counter() - started
     after = scrape(metrics_port)
     latencies = [done[j] - created[j] for j in done]

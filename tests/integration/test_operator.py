@@ -144,7 +144,9 @@ def test_worker_failure_restarts_the_gang_then_fails_past_the_limit(api: ApiServ
     wait_for("restart 1", lambda: job(api)["status"].get("restarts") == 1, op=operator)
     second = wait_for(
         "attempt-2 pods",
-        lambda: [p for p in pods(api) if p["metadata"]["labels"][naming.ATTEMPT_LABEL] == "2"],
+        lambda: (
+            len(fresh := [p for p in pods(api) if p["metadata"]["labels"][naming.ATTEMPT_LABEL] == "2"]) == 2 and fresh
+        ),
         op=operator,
     )
     assert len(second) == 2 and {p["metadata"]["uid"] for p in second}.isdisjoint(p["metadata"]["uid"] for p in first)

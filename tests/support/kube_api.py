@@ -182,6 +182,12 @@ class Emulator(kmock.KubernetesEmulator):
             return await self._render_json(self._stored(request))
         if request.action == enums.action.LIST and request.resource.plural:
             return await self._render_list(request)
+        if request.action == enums.action.FETCH and request.name and not request.subresource:
+            # A keyed lookup; kmock scans every stored object for each GET.
+            found = self._objects.get(self._key(request))
+            if found is None or found.deleted:
+                return await self._render_error(kmock.KubernetesObjectNotFoundError())
+            return await self._render_json(found.raw)
         return await super()._handle(request)
 
     async def _render_json(self, payload: Any, status: int = 200) -> Any:
@@ -192,11 +198,12 @@ class Emulator(kmock.KubernetesEmulator):
     async def _render_list(self, request: rendering.Request) -> Any:
         selector = request.params.get("labelSelector", "")
         items = [
-            copy.deepcopy(obj.raw)
+            raw  # serialised right away, never mutated: no copy
             for (res, ns, _), obj in self._objects.items()
             if res == request.resource and not obj.deleted and (request.namespace in (None, ns))
+            for raw in [obj.raw]
+            if _selector_matches(selector, raw.get("metadata", {}).get("labels") or {})
         ]
-        items = [o for o in items if _selector_matches(selector, o.get("metadata", {}).get("labels") or {})]
         info = RESOURCES.get(self._info_key(request))
         group_version = "/".join(p for p in (request.resource.group, request.resource.version) if p)
         return await self._render_json(
