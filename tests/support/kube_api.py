@@ -184,7 +184,8 @@ class Emulator(kmock.KubernetesEmulator):
             return await self._render_list(request)
         if request.action == enums.action.FETCH and request.name and not request.subresource:
             # A keyed lookup; kmock scans every stored object for each GET.
-            found = self._objects.get(self._key(request))
+            key = self._key(request)
+            found = self._objects[key] if key in self._objects else None  # noqa: SIM401 (no .get on kmock's view)
             if found is None or found.deleted:
                 return await self._render_error(kmock.KubernetesObjectNotFoundError())
             return await self._render_json(found.raw)

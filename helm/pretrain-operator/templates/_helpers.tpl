@@ -23,6 +23,17 @@ release name already contains the chart name). Truncated to 63 characters.
 {{- end }}
 
 {{/*
+The full name plus a suffix, `<fullname>-<suffix>`, still within 63 characters (the full name gives way).
+Usage: include "pretrain-operator.suffixedName" (list . "metrics")
+*/}}
+{{- define "pretrain-operator.suffixedName" -}}
+{{- $ctx := index . 0 }}
+{{- $suffix := index . 1 }}
+{{- $max := sub 62 (len $suffix) | int }}
+{{- printf "%s-%s" (include "pretrain-operator.fullname" $ctx | trunc $max | trimSuffix "-") $suffix }}
+{{- end }}
+
+{{/*
 `<chart>-<version>` for the helm.sh/chart label.
 */}}
 {{- define "pretrain-operator.chart" -}}
