@@ -30,6 +30,7 @@ test: $(STAMP) tools  ## lint, then the whole test suite
 bench: $(STAMP)  ## print throughput figures (see benchmarks/)
 	$(PY) benchmarks/prepare_throughput.py
 	$(PY) benchmarks/loader_throughput.py
+	$(PY) benchmarks/operator_reconcile.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
