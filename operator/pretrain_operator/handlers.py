@@ -115,15 +115,21 @@ class Runtime:
         except ApiError as err:
             log.error("%s/%s: reconcile failed: %s", namespace, name, err)
 
+    async def _job_pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        assert self.kube is not None, "login runs before any handler"
+        pods = await self.kube.list(PODS, namespace, naming.label_selector(naming.selector(name)))
+        # An emulator (or a stale cache) may ignore the selector: keep exactly this job's pods.
+        return [p for p in pods if (p["metadata"].get("labels") or {}).get(naming.JOB_LABEL) == name]
+
     async def _progress(self, job: dict[str, Any], pods: list[dict[str, Any]]) -> dict[str, Any] | None:
         port = ((job.get("spec") or {}).get("metrics") or {}).get("port", 9400)
-        rank0 = next((p for p in pods if (p["metadata"].get("labels") or {}).get(naming.INDEX_LABEL) == "0"), None)
-        ip = ((rank0 or {}).get("status") or {}).get("podIP")
-        if not port or not ip or ((rank0 or {}).get("status") or {}).get("phase") != "Running":
+        rank0 = next((p for p in pods if (p["metadata"].get("labels") or {}).get(naming.INDEX_LABEL) == "0"), {})
+        status = rank0.get("status") or {}
+        if not port or not status.get("podIP") or status.get("phase") != "Running":
             return None
         if self.http is None:
             self.http = aiohttp.ClientSession()
-        return await scrape_progress(self.http, ip, port, job["metadata"]["name"])
+        return await scrape_progress(self.http, status["podIP"], port, job["metadata"]["name"])
 
     async def _reconcile(self, namespace: str, name: str, scrape: bool) -> None:
         assert self.kube is not None, "login runs before any handler"
@@ -131,9 +137,7 @@ class Runtime:
         job = await k.get(JOBS, namespace, name)
         if job is None or job["metadata"].get("deletionTimestamp"):
             return
-        pods = await k.list(PODS, namespace, naming.label_selector(naming.selector(name)))
-        # An emulator (or a stale cache) may ignore the selector: keep exactly this job's pods.
-        pods = [p for p in pods if (p["metadata"].get("labels") or {}).get(naming.JOB_LABEL) == name]
+        pods = await self._job_pods(namespace, name)
         config_map = await k.get(CONFIG_MAPS, namespace, naming.config_map_name(name))
         service = await k.get(SERVICES, namespace, naming.service_name(name))
         progress = await self._progress(job, pods) if scrape else None
@@ -179,10 +183,8 @@ class Runtime:
     async def delete_children(self, namespace: str, name: str) -> None:
         """On job deletion: stop the workers now (the garbage collector would too, but later)."""
         assert self.kube is not None
-        pods = await self.kube.list(PODS, namespace, naming.label_selector(naming.selector(name)))
-        for pod in pods:
-            if (pod["metadata"].get("labels") or {}).get(naming.JOB_LABEL) == name:
-                await self.kube.delete(PODS, namespace, pod["metadata"]["name"])
+        for pod in await self._job_pods(namespace, name):
+            await self.kube.delete(PODS, namespace, pod["metadata"]["name"])
         await self.kube.delete(SERVICES, namespace, naming.service_name(name))
         await self.kube.delete(CONFIG_MAPS, namespace, naming.config_map_name(name))
         self.metrics.forget_job(namespace, name)
