@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -37,12 +38,16 @@ from pathlib import Path
 
 import numpy as np
 
-from pretrain_trainer.corpus import generate_documents, load_bundled_documents
+from pretrain_trainer.bundled_corpus import load_bundled_documents
 from pretrain_trainer.data.loader import SampleOrder, StreamingLoader
 from pretrain_trainer.data.prepare import PrepareConfig, prepare
 from pretrain_trainer.data.shards import ShardSet
 from pretrain_trainer.storage import StorageOptions, open_store
 from pretrain_trainer.tokenizer.train import TokenizerSpec, save_tokenizer, train_tokenizer
+
+# The corpus generator is a developer tool at the repository root, not part of the installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tools.bundled_corpus.generate import generate_documents
 
 BUCKET = "s3://bench-loader"
 SHARD_TOKENS = 1 << 20

@@ -20,15 +20,20 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import tokenizers
 
-from pretrain_trainer.corpus import generate_documents, load_bundled_documents
+from pretrain_trainer.bundled_corpus import load_bundled_documents
 from pretrain_trainer.data.prepare import PrepareConfig, prepare
 from pretrain_trainer.tokenizer.train import TokenizerSpec, save_tokenizer, train_tokenizer
+
+# The corpus generator is a developer tool at the repository root, not part of the installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tools.bundled_corpus.generate import generate_documents
 
 BATCH = 1024
 

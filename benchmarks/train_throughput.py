@@ -37,6 +37,7 @@ import os
 import resource
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -48,8 +49,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from pretrain_trainer.bundled_corpus import load_bundled_documents
 from pretrain_trainer.config import API_VERSION, Job, parse_job
-from pretrain_trainer.corpus import generate_documents, load_bundled_documents
 from pretrain_trainer.data.loader import StreamingLoader
 from pretrain_trainer.data.prepare import PrepareConfig, prepare
 from pretrain_trainer.data.shards import ShardSet
@@ -62,6 +63,10 @@ from pretrain_trainer.storage import StorageOptions
 from pretrain_trainer.tokenizer.load import load_tokenizer
 from pretrain_trainer.tokenizer.train import TokenizerSpec, save_tokenizer, train_tokenizer
 from pretrain_trainer.trainer import Trainer
+
+# The corpus generator is a developer tool at the repository root, not part of the installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tools.bundled_corpus.generate import generate_documents
 
 SEED = 0
 BUCKET = "s3://bench-train"

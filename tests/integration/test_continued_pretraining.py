@@ -12,8 +12,8 @@ import torch
 from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
 
+from pretrain_trainer.bundled_corpus import bundled_corpus_files, load_bundled_documents
 from pretrain_trainer.config import ModelSpec, load_job
-from pretrain_trainer.corpus import bundled_corpus_files, load_bundled_documents
 from pretrain_trainer.data.prepare import PrepareConfig, prepare
 from pretrain_trainer.distributed import DistEnv
 from pretrain_trainer.model import build_model

@@ -7,7 +7,7 @@ import boto3
 import numpy as np
 import pytest
 
-from pretrain_trainer.corpus import bundled_corpus_files, load_bundled_documents
+from pretrain_trainer.bundled_corpus import bundled_corpus_files, load_bundled_documents
 from pretrain_trainer.data.loader import SampleOrder, StreamingLoader
 from pretrain_trainer.data.prepare import PrepareConfig, prepare
 from pretrain_trainer.data.shards import ShardChecksumError, ShardSet, ShardTruncatedError, TokenizerMismatchError

@@ -7,7 +7,7 @@ from functools import cache
 import numpy as np
 from tokenizers import Tokenizer
 
-from pretrain_trainer.corpus import load_bundled_documents
+from pretrain_trainer.bundled_corpus import load_bundled_documents
 from pretrain_trainer.data.shards import ShardIndex, ShardWriter, TokenizerMeta
 from pretrain_trainer.storage import ObjectStore
 from pretrain_trainer.tokenizer.train import TokenizerSpec, train_tokenizer

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pretrain_trainer.corpus import bundled_corpus_files
+from pretrain_trainer.bundled_corpus import bundled_corpus_files
 
 EXE = str(Path(sys.executable).with_name("pretrainjob"))
 CORPUS = [str(p) for p in bundled_corpus_files()]
@@ -120,3 +120,12 @@ def test_help_reads_well():
     assert "COMMAND" in out and "prepare" in out and "tokenizer" in out
     train = run("tokenizer", "train", "--help", check_rc=0).stdout
     assert "--strip-accents" in train and "Lower-casing keeps accents" in train
+
+
+def test_corpus_copies_the_committed_bundled_files_byte_for_byte(tmp_path):
+    out = run("corpus", "--output", str(tmp_path / "corpus"), check_rc=0).stdout
+    copies = sorted((tmp_path / "corpus").iterdir())
+    assert [p.name for p in copies] == [Path(p).name for p in CORPUS]
+    for copy, original in zip(copies, CORPUS, strict=True):
+        assert copy.read_bytes() == Path(original).read_bytes()
+        assert str(copy) in out

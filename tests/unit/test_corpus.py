@@ -8,15 +8,9 @@ from collections import Counter
 
 import pytest
 
-from pretrain_trainer import corpus
-from pretrain_trainer.corpus import (
-    LANGUAGES,
-    bundled_corpus_dir,
-    bundled_corpus_files,
-    generate_documents,
-    load_bundled_documents,
-    write_corpus,
-)
+from pretrain_trainer.bundled_corpus import bundled_corpus_dir, bundled_corpus_files, load_bundled_documents
+from tools.bundled_corpus import generate
+from tools.bundled_corpus.generate import LANGUAGES, generate_documents, write_corpus
 
 
 @pytest.fixture(scope="module")
@@ -43,17 +37,17 @@ def test_regenerating_into_a_tmp_dir_gives_files_byte_identical_to_the_committed
     written = write_corpus(tmp_path)
     assert [p.name for p in written] == [f"{lang}.jsonl" for lang in LANGUAGES]
     assert sorted(p.name for p in tmp_path.iterdir()) == [p.name for p in bundled_corpus_files()], (
-        "stale or missing files in the bundled folder: run `python -m pretrain_trainer.corpus`"
+        "stale or missing files in the bundled folder: run `make generate`"
     )
     for path in written:
         committed = bundled_corpus_dir() / path.name
         assert path.read_bytes() == committed.read_bytes(), (
-            f"{path.name} differs from a fresh generation: run `python -m pretrain_trainer.corpus`"
+            f"{path.name} differs from a fresh generation: run `make generate`"
         )
 
 
 def test_the_command_line_entry_point_writes_the_same_files(tmp_path, capsys):
-    assert corpus.main([str(tmp_path)]) == 0
+    assert generate.main([str(tmp_path)]) == 0
     for path in bundled_corpus_files():
         assert (tmp_path / path.name).read_bytes() == path.read_bytes()
     assert "en.jsonl" in capsys.readouterr().out

@@ -15,7 +15,7 @@ import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from pretrain_trainer.corpus import load_bundled_documents
+from pretrain_trainer.bundled_corpus import load_bundled_documents
 from pretrain_trainer.objectives import (
     IGNORE_INDEX,
     MaskingConfig,

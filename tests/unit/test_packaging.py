@@ -1,8 +1,12 @@
 """The install must never shadow the standard library's `operator`, and the CLI must be on PATH."""
 
+import ast
 import subprocess
 import sys
+from fnmatch import fnmatch
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,3 +49,30 @@ def test_pretrainjob_command_is_installed_and_helps():
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
     for command in ("tokenizer", "prepare", "data", "demo"):
         assert command in out
+
+
+
+def _setuptools_config() -> dict:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+
+
+def test_the_package_data_ships_every_bundled_corpus_file():
+    from pretrain_trainer.bundled_corpus import bundled_corpus_dir, bundled_corpus_files
+
+    package_dir = bundled_corpus_dir().parent
+    patterns = _setuptools_config()["package-data"]["pretrain_trainer"]
+    shipped = {path for pattern in patterns for path in package_dir.glob(pattern)}
+    assert bundled_corpus_files(), "no bundled corpus files"
+    assert set(bundled_corpus_files()) <= shipped, "a bundled .jsonl file is missing from package-data"
+
+
+def test_the_corpus_generator_is_a_developer_tool_that_no_runtime_module_imports():
+    include = _setuptools_config()["packages"]["find"]["include"]
+    assert not any(fnmatch("tools", pattern) for pattern in include), "tools/ must not be installed"
+    for path in (ROOT / "trainer" / "pretrain_trainer").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            assert not any(n == "tools" or n.startswith("tools.") for n in names), f"{path} imports {names}"

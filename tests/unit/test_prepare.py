@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from pretrain_trainer.corpus import bundled_corpus_files
+from pretrain_trainer.bundled_corpus import bundled_corpus_files
 from pretrain_trainer.data.prepare import PrepareConfig, prepare
 from pretrain_trainer.data.shards import ShardSet
 from pretrain_trainer.storage import open_store
@@ -43,7 +43,7 @@ def test_prepare_writes_shards_whose_tokens_decode_to_the_documents_joined_by_eo
     ends = shards.document_ends(0)
     first = shards.read_tokens(0, int(ends[0]))
     assert first[-1] == tok.eos_id
-    from pretrain_trainer.corpus import load_bundled_documents
+    from pretrain_trainer.bundled_corpus import load_bundled_documents
 
     assert tok.tokenizer.decode(first[:-1].tolist()) == load_bundled_documents()[0]["text"]
     assert (np.diff(shards.document_ends(1)) > 0).all()

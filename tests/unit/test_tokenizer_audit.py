@@ -1,4 +1,4 @@
-from pretrain_trainer.corpus import load_bundled_documents
+from pretrain_trainer.bundled_corpus import load_bundled_documents
 from pretrain_trainer.data.readers import Document
 from pretrain_trainer.tokenizer.audit import audit_tokenizer, dominant_script, format_report
 from pretrain_trainer.tokenizer.train import TokenizerSpec

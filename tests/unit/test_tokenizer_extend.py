@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
-from pretrain_trainer.corpus import bundled_corpus_files, load_bundled_documents
+from pretrain_trainer.bundled_corpus import bundled_corpus_files, load_bundled_documents
 from pretrain_trainer.tokenizer.extend import candidates, extend_tokenizer, write_extended
 from pretrain_trainer.tokenizer.train import TokenizerSpec, save_tokenizer, train_tokenizer
 from tests.support.data import bundled_texts

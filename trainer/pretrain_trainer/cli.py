@@ -159,9 +159,9 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_corpus(args: argparse.Namespace) -> int:
-    from pretrain_trainer.corpus import write_corpus
+    from pretrain_trainer.bundled_corpus import copy_bundled_corpus
 
-    for path in write_corpus(Path(args.output)):
+    for path in copy_bundled_corpus(Path(args.output)):
         print(path)
     return 0
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from pretrain_trainer.bundled_corpus import bundled_corpus_files
 from pretrain_trainer.config import API_VERSION
-from pretrain_trainer.corpus import bundled_corpus_files
 from pretrain_trainer.data.loader import StreamingLoader
 from pretrain_trainer.data.prepare import PrepareConfig, prepare
 from pretrain_trainer.data.readers import read_documents
