@@ -15,6 +15,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Protocol
 
+from pretrain_trainer.errors import UriError, redact_url
+
 MiB = 1024 * 1024
 # S3 rejects multipart parts below 5 MiB (except the last one) and uploads with more than 10,000 parts.
 MIN_PART_SIZE = 5 * MiB
@@ -23,35 +25,16 @@ ADDRESSING_STYLES = ("auto", "path", "virtual")
 SUPPORTED_SCHEMES = "s3://bucket[/prefix], file:///absolute/path, or a plain local path"
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
-
-
-def redact_url(text: str) -> str:
-    """Replace `user:pass@` in every URL inside `text` with `***@`.
-
-    Endpoints are sometimes configured with inline credentials; they must never reach a message or a log.
-    """
-    return _USERINFO.sub(r"\g<scheme>***@", text)
 
 
 # --------------------------------------------------------------------------------------------- errors
 
 
-class StorageError(Exception):
+class StorageError(UriError):
     """A storage operation failed; `uri` is the object or store it was about.
 
-    The message is `"<uri>: <what happened>. <likely fix>"` and is scrubbed of URL userinfo. The
-    arguments stay `(uri, detail)` so the exception survives pickling across DataLoader workers.
+    The message is `"<uri>: <what happened>. <likely fix>"` and is scrubbed of URL userinfo (see `UriError`).
     """
-
-    def __init__(self, uri: str, detail: str) -> None:
-        uri, detail = redact_url(uri), redact_url(detail)
-        super().__init__(uri, detail)
-        self.uri = uri
-        self.detail = detail
-
-    def __str__(self) -> str:
-        return f"{self.uri}: {self.detail}"
 
 
 class StorageNotFound(StorageError):

@@ -1,0 +1,43 @@
+"""The cross-rank agreement behind every collective checkpoint step: each rank reports whether its part failed,
+and all ranks raise if any did, so a storage error on one rank never leaves the others waiting in a barrier."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.distributed as dist
+
+from pretrain_trainer.checkpoint.layout import CheckpointError
+
+
+def process_group_active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def agree(
+    uri: str, error: BaseException | None, payload: Any = None, *, distributed: bool, world_size: int
+) -> list[Any]:
+    """Exchange (failure, payload) between all ranks; every rank raises if any failed. Returns every rank's
+    payload, in rank order (just `[payload]` when not `distributed`).
+
+    The failing rank re-raises its own exception (a StorageError stays a StorageError); the others raise a
+    CheckpointError naming `uri` and the first failed rank. A collective when `distributed`: every rank must call
+    it, in the same order.
+    """
+    if not distributed:
+        if error is not None:
+            raise error
+        return [payload]
+    gathered: list[Any] = [None] * world_size
+    mine = None if error is None else f"{type(error).__name__}: {error}"
+    dist.all_gather_object(gathered, (mine, payload))
+    if error is not None:
+        raise error
+    failed = [(rank, message) for rank, (message, _) in enumerate(gathered) if message is not None]
+    if failed:
+        rank, message = failed[0]
+        raise CheckpointError(uri, f"rank {rank} failed: {message}")
+    return [item for _, item in gathered]
+
+
+__all__ = ["agree", "process_group_active"]

@@ -1,0 +1,202 @@
+"""Where a checkpoint's files live under the job's checkpoint URI, what its manifest holds, and the pure policies
+over what a scan finds (which steps are complete, which to prune, when the next save is due). Torch-free.
+
+    step-00000100/.metadata            DCP metadata (rank 0)
+    step-00000100/__0_0.distcp         DCP data, one file per rank: model, optimizer and scheduler state
+    step-00000100/extra-rank0.pt       per-rank RNG states
+    step-00000100/MANIFEST.json        written last, by rank 0, once every rank finished uploading
+    hf/step-00000100/                  Hugging Face export
+
+A step directory is complete exactly when its MANIFEST.json exists.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from pretrain_trainer.errors import UriError
+from pretrain_trainer.storage import ObjectStore, StorageNotFound
+
+FORMAT = "pretrain-trainer-checkpoint"
+FORMAT_VERSION = 1
+MANIFEST = "MANIFEST.json"
+HF_PREFIX = "hf"
+_STEP_DIR = re.compile(r"^step-(\d+)/")
+_EXTRA = re.compile(r"^extra-rank(\d+)\.pt$")
+
+# What an operator does about a damaged checkpoint; every CheckpointCorrupt message ends with it.
+DAMAGED_FIX = "delete this checkpoint or resume from an earlier step"
+
+
+# --------------------------------------------------------------------------------------------- errors
+
+
+class CheckpointError(UriError, RuntimeError):
+    """A checkpoint could not be written or read; `uri` names the checkpoint (or the checkpoint root).
+
+    Storage faults (unreachable endpoint, missing permissions) are not wrapped: they surface as the storage
+    layer's `StorageError`, the sibling under `UriError`. Stays a RuntimeError for callers that catch that.
+    """
+
+
+class CheckpointNotFound(CheckpointError):
+    """No complete checkpoint (one with a manifest) exists for the requested step."""
+
+
+class CheckpointCorrupt(CheckpointError):
+    """A complete checkpoint is damaged: its manifest is unreadable, or an object it lists is missing, has
+    the wrong size or the wrong SHA-256."""
+
+
+# ---------------------------------------------------------------------------------------------- names
+
+
+def step_dir(step: int) -> str:
+    """The directory name of a step's checkpoint: `step-00000100`."""
+    return f"step-{step:08d}"
+
+
+def extra_name(rank: int) -> str:
+    """The file holding a rank's non-DCP state (RNG states)."""
+    return f"extra-rank{rank}.pt"
+
+
+def is_extra(key: str) -> bool:
+    return _EXTRA.match(key) is not None
+
+
+def hf_dir(step: int) -> str:
+    """Where `export_hf` writes a step's Hugging Face export, relative to the checkpoint root."""
+    return f"{HF_PREFIX}/{step_dir(step)}"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One uploaded object of a checkpoint, as the manifest lists it."""
+
+    key: str
+    size: int
+    sha256: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "size": self.size, "sha256": self.sha256}
+
+
+# -------------------------------------------------------------------------------------------- scanning
+
+
+def scan(store: ObjectStore) -> dict[int, bool]:
+    """Every step directory under the store's root → whether it is complete (has a manifest).
+
+    Directories whose name this package does not write (step-1/, step-00x/) are left out, so nothing acts on them.
+    """
+    found: dict[int, bool] = {}
+    for info in store.list("step-"):
+        match = _STEP_DIR.match(info.key)
+        if not match:
+            continue
+        step = int(match.group(1))
+        if match.group(0) != step_dir(step) + "/":
+            continue
+        complete = info.key == f"{step_dir(step)}/{MANIFEST}"
+        found[step] = found.get(step, False) or complete
+    return found
+
+
+def complete_steps(found: dict[int, bool]) -> list[int]:
+    """The complete steps of a scan, oldest first."""
+    return sorted(step for step, complete in found.items() if complete)
+
+
+def prune_plan(found: dict[int, bool], keep: int) -> list[int]:
+    """The steps to delete so that the newest `keep` complete checkpoints remain (oldest first).
+
+    Older complete checkpoints go, and so do partial ones older than the newest complete one (crashed saves).
+    A partial checkpoint newer than every complete one may be a save in progress and is never chosen; with no
+    complete checkpoint at all nothing is chosen either.
+    """
+    if keep < 1:
+        raise ValueError(f"keep: must be an integer >= 1, got {keep!r}")
+    complete = complete_steps(found)
+    if not complete:
+        return []
+    kept = set(complete[-keep:])
+    newest = complete[-1]
+    return sorted(step for step, done in found.items() if step not in kept and (done or step < newest))
+
+
+def save_due(step: int, every_steps: int, last_saved: int | None, final: bool = False) -> bool:
+    """Whether to checkpoint after `step`: every `every_steps` steps and at the end of a run (`final`), but never
+    twice at the same step (a resumed run does not rewrite the checkpoint it started from)."""
+    if step == last_saved:
+        return False
+    return final or (every_steps > 0 and step % every_steps == 0)
+
+
+# -------------------------------------------------------------------------------------------- manifest
+
+
+def build_manifest(
+    step: int,
+    world_size: int,
+    objects: list[dict[str, Any]],
+    trainer_state: dict[str, Any],
+    *,
+    has_optimizer: bool,
+    has_scheduler: bool,
+    created_unix: float,
+    torch_version: str,
+) -> dict[str, Any]:
+    """The MANIFEST.json document of a complete checkpoint: every object sorted by key, and the caller's state."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "step": step,
+        "world_size": world_size,
+        "created": datetime.fromtimestamp(created_unix, timezone.utc).isoformat(timespec="seconds"),
+        "created_unix": created_unix,
+        "torch_version": torch_version,
+        "has_optimizer": has_optimizer,
+        "has_scheduler": has_scheduler,
+        "objects": sorted(objects, key=lambda obj: obj["key"]),
+        "trainer_state": trainer_state,
+    }
+
+
+def read_manifest(store: ObjectStore, step: int) -> dict[str, Any]:
+    """The parsed MANIFEST.json of a step under `store` (the checkpoint root).
+
+    CheckpointNotFound if the checkpoint is missing or partial (naming the newest complete one),
+    CheckpointCorrupt if the manifest is unreadable, CheckpointError if its format is newer than this code reads.
+    """
+    uri = store.uri_for(step_dir(step))
+    try:
+        raw = store.read(f"{step_dir(step)}/{MANIFEST}")
+    except StorageNotFound:
+        complete = complete_steps(scan(store))
+        hint = f"the newest complete checkpoint is step {complete[-1]}" if complete else "there is none"
+        raise CheckpointNotFound(uri, f"no complete checkpoint at step {step} (no {MANIFEST}); {hint}") from None
+    try:
+        manifest = json.loads(raw)
+        if manifest.get("format") != FORMAT or not isinstance(manifest.get("objects"), list):
+            raise ValueError("not a checkpoint manifest")
+    except (ValueError, AttributeError) as exc:
+        raise CheckpointCorrupt(uri, f"{MANIFEST} is unreadable ({exc}); {DAMAGED_FIX}") from None
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            uri, f"checkpoint format version {version!r} is newer than this trainer reads ({FORMAT_VERSION})"
+        )
+    return manifest
+
+
+def delete_step(store: ObjectStore, step: int) -> None:
+    """Delete a step directory, manifest first, so an interrupted delete leaves a partial checkpoint."""
+    name = step_dir(step)
+    objects = store.list(f"{name}/")
+    for info in sorted(objects, key=lambda info: not info.key.endswith(f"/{MANIFEST}")):
+        store.delete(info.key)

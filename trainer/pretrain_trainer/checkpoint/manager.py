@@ -1,0 +1,403 @@
+"""The checkpoint manager: saves, finds, loads and prunes the checkpoints of one job, decides when a save is due,
+and exports Hugging Face weights. Every rank of the process group holds one and calls each collective method.
+
+Model and optimizer state go through `torch.distributed.checkpoint.state_dict.get_state_dict` /
+`set_state_dict`, so a plain module, a DDP-wrapped one and an FSDP2 (`fully_shard`) one all work: DDP state is
+saved without the `module.` prefix (DCP writes each replicated tensor once), FSDP2 state as DTensor shards.
+The LR scheduler's `state_dict()` rides in the DCP payload under "scheduler" (DCP pickles non-tensor values),
+so any scheduler works, JSON-able or not.
+
+DCP writes into a local staging directory (under `$TMPDIR` unless `staging_dir` is given); each rank then
+uploads its own files through the `ObjectStore`. Loading downloads the checkpoint's DCP files and this rank's
+RNG file into a staging directory and DCP-loads from there. Staging directories are always removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_model_state_dict,
+    set_state_dict,
+)
+
+from pretrain_trainer.checkpoint.agreement import agree, process_group_active
+from pretrain_trainer.checkpoint.hf_export import write_hf
+from pretrain_trainer.checkpoint.layout import (
+    DAMAGED_FIX,
+    MANIFEST,
+    CheckpointCorrupt,
+    CheckpointError,
+    Entry,
+    build_manifest,
+    complete_steps,
+    delete_step,
+    extra_name,
+    hf_dir,
+    is_extra,
+    prune_plan,
+    read_manifest,
+    save_due,
+    scan,
+    step_dir,
+)
+from pretrain_trainer.checkpoint.rng import rng_state, set_rng_state
+from pretrain_trainer.checkpoint.transfer import download_all, upload_dir
+from pretrain_trainer.storage import ObjectStore, StorageOptions, open_store
+
+log = logging.getLogger("pretrain_trainer.checkpoint")
+
+
+class CheckpointManager:
+    """Saves, finds, loads and prunes the checkpoints of one job under `uri` (s3://bucket/prefix or file://).
+
+    `rank` and `world_size` must match the initialised process group if there is one; without a process group
+    the manager works single-process (`world_size` 1) and skips every collective.
+
+    Typical use, on every rank:
+
+        ckpt = CheckpointManager(cfg.checkpoint.uri, options, keep=3, rank=rank, world_size=world_size,
+                                 every_steps=cfg.checkpoint.every_steps)
+        step = ckpt.latest()
+        if step is not None:
+            state = ckpt.load(step, model, optimizer, scheduler)  # the trainer_state given to save()
+        ...
+        if ckpt.due(step, final=last_step):
+            ckpt.save(step, model, optimizer, scheduler, {"loader": loader.state().as_dict(), "tokens_seen": n})
+            ckpt.prune()
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        options: StorageOptions | None = None,
+        keep: int = 3,
+        rank: int = 0,
+        world_size: int = 1,
+        *,
+        every_steps: int = 0,
+        staging_dir: str | None = None,
+    ) -> None:
+        """`keep`: complete checkpoints `prune()` leaves. `every_steps`: the period `due()` follows (0: only the
+        final save). `staging_dir`: where DCP files are staged (a fast local disk with room for one checkpoint
+        shard per rank); default `tempfile.gettempdir()` ($TMPDIR)."""
+        if not isinstance(keep, int) or keep < 1:
+            raise ValueError(f"keep: must be an integer >= 1, got {keep!r}")
+        if not isinstance(every_steps, int) or every_steps < 0:
+            raise ValueError(f"every_steps: must be an integer >= 0, got {every_steps!r}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+        self.distributed = process_group_active()
+        if self.distributed:
+            if (rank, world_size) != (dist.get_rank(), dist.get_world_size()):
+                raise ValueError(
+                    f"CheckpointManager(rank={rank}, world_size={world_size}) does not match the process group "
+                    f"(rank {dist.get_rank()} of {dist.get_world_size()})"
+                )
+        elif world_size != 1:
+            raise ValueError(f"world_size={world_size} needs an initialised process group (torch.distributed)")
+        self.options = options
+        self.store: ObjectStore = open_store(uri, options)
+        self.uri = self.store.uri
+        self.keep = keep
+        self.every_steps = every_steps
+        self.rank = rank
+        self.world_size = world_size
+        self.staging_dir = staging_dir
+        self.last_saved: int | None = None
+        """The step this manager last saved or loaded: `due()` never asks for a second save of it."""
+
+    # -- discovery
+
+    def checkpoint_uri(self, step: int) -> str:
+        """The URI of a step's checkpoint directory."""
+        return self.store.uri_for(step_dir(step))
+
+    def steps(self) -> list[int]:
+        """Steps of the complete checkpoints, oldest first."""
+        return complete_steps(scan(self.store))
+
+    def latest(self) -> int | None:
+        """The newest step with a complete checkpoint, or None; partial (manifest-less) saves are ignored."""
+        steps = self.steps()
+        return steps[-1] if steps else None
+
+    def manifest(self, step: int) -> dict[str, Any]:
+        """The parsed MANIFEST.json of a step; CheckpointNotFound if that checkpoint is missing or partial."""
+        return read_manifest(self.store, step)
+
+    def due(self, step: int, final: bool = False) -> bool:
+        """Whether the trainer should save after `step`: every `every_steps` steps and at the end of the run
+        (`final`), never twice at the same step. The same answer on every rank."""
+        return save_due(step, self.every_steps, self.last_saved, final)
+
+    # -- helpers
+
+    def _agree(self, uri: str, error: BaseException | None, payload: Any = None) -> list[Any]:
+        return agree(uri, error, payload, distributed=self.distributed, world_size=self.world_size)
+
+    def _on_rank0(self, uri: str, action: Callable[[], object]) -> None:
+        """Run `action()` on rank 0 only, then agree: a failure there raises on every rank."""
+        error: BaseException | None = None
+        if self.rank == 0:
+            try:
+                action()
+            except Exception as exc:
+                error = exc
+        self._agree(uri, error)
+
+    @contextlib.contextmanager
+    def _staging(self, what: str, step: int) -> Iterator[str]:
+        path = tempfile.mkdtemp(prefix=f"ckpt-{what}-{step_dir(step)}-rank{self.rank}-", dir=self.staging_dir)
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _state_dict(self, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> dict[str, Any]:
+        state: dict[str, Any] = {}
+        if optimizer is not None:
+            state["model"], state["optim"] = get_state_dict(model, optimizer)
+        else:
+            state["model"] = get_model_state_dict(model)
+        if scheduler is not None:
+            state["scheduler"] = scheduler.state_dict()
+        return state
+
+    # -- save
+
+    def save(
+        self,
+        step: int,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer | None,
+        scheduler: Any | None,
+        trainer_state: dict[str, Any],
+    ) -> str:
+        """Write the checkpoint of `step` (all ranks call this); returns its URI once it is complete.
+
+        Saves model and optimizer state (DDP or FSDP2 aware), `scheduler.state_dict()`, each rank's RNG states,
+        and `trainer_state`, a JSON-able dict that `load()` returns. An existing checkpoint of the same step is
+        replaced (its manifest goes first, so it is never half-old, half-new and complete). Does not prune:
+        call `prune()` afterwards.
+        """
+        if not isinstance(step, int) or step < 0:
+            raise ValueError(f"step: must be an integer >= 0, got {step!r}")
+        try:
+            state_json = json.loads(json.dumps(trainer_state))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"trainer_state must be JSON-serialisable (plain dicts, lists, numbers, str): {exc}"
+            ) from exc
+        uri = self.checkpoint_uri(step)
+        started = time.monotonic()
+        self._on_rank0(uri, lambda: delete_step(self.store, step))
+        objects, staged = self._stage_and_upload(step, uri, model, optimizer, scheduler)
+        manifest = build_manifest(
+            step,
+            self.world_size,
+            objects,
+            state_json,
+            has_optimizer=optimizer is not None,
+            has_scheduler=scheduler is not None,
+            created_unix=time.time(),
+            torch_version=torch.__version__,
+        )
+        manifest_bytes = json.dumps(manifest, indent=1).encode()
+        self._on_rank0(uri, lambda: self.store.write(f"{step_dir(step)}/{MANIFEST}", manifest_bytes))
+        if self.rank == 0:
+            log.info(
+                "checkpoint %s: %d objects, %.1f MiB in %.1fs (DCP staging %.1fs)",
+                uri,
+                len(objects),
+                sum(obj["size"] for obj in objects) / 2**20,
+                time.monotonic() - started,
+                staged - started,
+            )
+        self.last_saved = step
+        return uri
+
+    def _stage_and_upload(
+        self, step: int, uri: str, model: torch.nn.Module, optimizer: Any, scheduler: Any
+    ) -> tuple[list[dict[str, Any]], float]:
+        """DCP-save this rank's shard and RNG states to a staging directory and upload them; returns the manifest
+        entries of every rank and when staging finished. Every rank raises if one rank's upload failed."""
+        state = self._state_dict(model, optimizer, scheduler)
+        entries: list[Entry] = []
+        error: BaseException | None = None
+        with self._staging("save", step) as staging:
+            with _quiet_single_process():
+                dcp.save(
+                    state,
+                    storage_writer=dcp.FileSystemWriter(staging, sync_files=False),
+                    no_dist=not self.distributed,
+                )
+            del state
+            staged = time.monotonic()
+            try:
+                torch.save(rng_state(), os.path.join(staging, extra_name(self.rank)))
+                entries = upload_dir(self.store.child(step_dir(step)), staging)
+            except Exception as exc:
+                error = exc
+        per_rank = self._agree(uri, error, [entry.as_dict() for entry in entries])
+        return [obj for rank_entries in per_rank for obj in rank_entries], staged
+
+    # -- load
+
+    def load(
+        self,
+        step: int,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer | None,
+        scheduler: Any | None,
+    ) -> dict[str, Any]:
+        """Restore the checkpoint of `step` into `model`, `optimizer` and `scheduler` (all ranks call this).
+
+        Also restores this rank's RNG states (those of rank `min(rank, saved_world_size - 1)` when the world
+        size changed) and returns the `trainer_state` given to `save()`. `optimizer` and `scheduler` may be
+        None to load only the model. Raises CheckpointNotFound for a missing or partial checkpoint and
+        CheckpointCorrupt when an object the manifest lists is missing or damaged.
+        """
+        uri = self.checkpoint_uri(step)
+        started = time.monotonic()
+        with self._staging("load", step) as staging:
+            manifest, source_rank = self._fetch(step, uri, optimizer, scheduler, staging)
+            fetched = time.monotonic()
+            state = self._state_dict(model, optimizer, scheduler)
+            try:
+                with _quiet_single_process():
+                    dcp.load(state, storage_reader=dcp.FileSystemReader(staging), no_dist=not self.distributed)
+            except Exception as exc:
+                raise CheckpointError(
+                    uri,
+                    f"DCP could not load the checkpoint ({type(exc).__name__}: {exc}). If the model or optimizer "
+                    f"changed since it was written, restore the old configuration; if its files are damaged, "
+                    f"{DAMAGED_FIX}",
+                ) from exc
+            try:
+                rng = torch.load(os.path.join(staging, extra_name(source_rank)), weights_only=True)
+            except Exception as exc:
+                raise CheckpointCorrupt(uri, f"{extra_name(source_rank)} is unreadable ({exc}); {DAMAGED_FIX}") from exc
+
+        if optimizer is not None:
+            set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        else:
+            set_model_state_dict(model, state["model"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(rng)
+        if self.rank == 0:
+            log.info(
+                "loaded checkpoint %s in %.1fs (download %.1fs)", uri, time.monotonic() - started, fetched - started
+            )
+        self.last_saved = step
+        trainer_state: dict[str, Any] = manifest["trainer_state"]
+        return trainer_state
+
+    def _fetch(self, step: int, uri: str, optimizer: Any, scheduler: Any, staging: str) -> tuple[dict[str, Any], int]:
+        """Read and check the manifest, download the DCP files and this rank's RNG file into `staging`, and agree
+        on failure. Returns the manifest and the rank whose RNG states this rank takes."""
+        error: BaseException | None = None
+        manifest: dict[str, Any] = {}
+        source_rank = 0
+        try:
+            manifest = self.manifest(step)
+            source_rank = self._check_manifest(uri, manifest, optimizer, scheduler)
+            wanted = [
+                obj for obj in manifest["objects"] if not is_extra(obj["key"]) or obj["key"] == extra_name(source_rank)
+            ]
+            download_all(self.store.child(step_dir(step)), uri, wanted, staging)
+        except Exception as exc:
+            error = exc
+        self._agree(uri, error)
+        return manifest, source_rank
+
+    def _check_manifest(self, uri: str, manifest: dict[str, Any], optimizer: Any, scheduler: Any) -> int:
+        """Validate what load() needs from the manifest; returns the rank whose RNG states this rank takes."""
+        saved_world = int(manifest["world_size"])
+        if scheduler is not None and not manifest.get("has_scheduler"):
+            raise CheckpointError(uri, "the checkpoint holds no scheduler state; pass scheduler=None")
+        if optimizer is not None and not manifest.get("has_optimizer"):
+            raise CheckpointError(uri, "the checkpoint holds no optimizer state; pass optimizer=None")
+        source_rank = min(self.rank, saved_world - 1)
+        if not any(obj["key"] == extra_name(source_rank) for obj in manifest["objects"]):
+            raise CheckpointCorrupt(uri, f"{MANIFEST} lists no {extra_name(source_rank)}; {DAMAGED_FIX}")
+        if saved_world != self.world_size and self.rank == 0:
+            log.info(
+                "checkpoint %s was written by %d ranks, resuming with %d: model, optimizer and loader state carry "
+                "over; ranks without a saved counterpart take the RNG states of rank %d",
+                uri,
+                saved_world,
+                self.world_size,
+                saved_world - 1,
+            )
+        return source_rank
+
+    # -- prune
+
+    def prune(self) -> list[int]:
+        """Keep the newest `keep` complete checkpoints; delete older complete ones and partial ones older than
+        the newest complete one (a newer partial one may be a save in progress). Returns the deleted steps.
+
+        Only rank 0 deletes; on other ranks this is a no-op returning []. Safe to call on all ranks.
+        """
+        if self.rank != 0:
+            return []
+        doomed = prune_plan(scan(self.store), self.keep)
+        for step in doomed:
+            delete_step(self.store, step)
+            log.info("pruned checkpoint %s", self.checkpoint_uri(step))
+        return doomed
+
+    # -- export
+
+    def export_hf(
+        self,
+        step: int,
+        model: torch.nn.Module,
+        tokenizer_uri: str | None = None,
+        out_uri: str | None = None,
+    ) -> str:
+        """Write `model`'s current weights in Hugging Face `save_pretrained` format; returns the output URI.
+
+        Output goes to `out_uri`, default `<uri>/hf/step-00000100`: config.json, model.safetensors (sharded
+        for big models), generation_config.json if any, and the tokenizer files from `tokenizer_uri` (a
+        directory, or the URI of a tokenizer.json whose sibling tokenizer_config.json is copied too).
+
+        Call on all ranks: the full state dict is gathered from DDP/FSDP2 (a collective for FSDP2), and only
+        rank 0 writes.
+        """
+        out = out_uri if out_uri is not None else self.store.uri_for(hf_dir(step))
+        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        self._on_rank0(
+            out, functools.partial(write_hf, model, full, tokenizer_uri, out, self.options, self.staging_dir)
+        )
+        del full  # the gathered weights can be the size of the whole model: free them before returning
+        return open_store(out, self.options).uri
+
+
+@contextlib.contextmanager
+def _quiet_single_process() -> Iterator[None]:
+    """DCP warns on every single-process save/load that it assumes single-process; that is the intent here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"torch\.distributed is .*assuming the intent", category=UserWarning)
+        yield
+
+
+__all__ = ["CheckpointManager"]
