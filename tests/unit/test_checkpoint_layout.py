@@ -139,7 +139,7 @@ def test_reading_a_partial_checkpoint_names_the_newest_complete_one(store):
 
 def test_an_unreadable_manifest_is_corrupt_and_says_what_to_do(store):
     store.write(f"{step_dir(5)}/{MANIFEST}", b"{not json")
-    with pytest.raises(CheckpointCorrupt, match="MANIFEST.json is unreadable.*delete this checkpoint"):
+    with pytest.raises(CheckpointCorrupt, match=r"MANIFEST\.json is unreadable.*delete this checkpoint"):
         read_manifest(store, 5)
 
 
