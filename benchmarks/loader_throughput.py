@@ -43,7 +43,7 @@ from pretrain_trainer.data.loader import SampleOrder, StreamingLoader
 from pretrain_trainer.data.prepare import PrepareConfig, prepare
 from pretrain_trainer.data.shards import ShardSet
 from pretrain_trainer.storage import StorageOptions, open_store
-from pretrain_trainer.tokenizer.train import TokenizerSpec, save_tokenizer, train_tokenizer
+from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec, save_tokenizer, train_tokenizer
 
 # The corpus generator is a developer tool at the repository root, not part of the installed package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tempfile.mkdtemp(prefix="bench-loader-"))
         stack.callback(shutil.rmtree, tmp, True)
         (tmp / "corpus").mkdir()
-        spec = TokenizerSpec(model="bpe", vocab_size=args.vocab_size, objective="clm")
+        spec = TokenizerTrainingSpec(model="bpe", vocab_size=args.vocab_size, objective="clm")
         tok = train_tokenizer((d["text"] for d in load_bundled_documents()), spec)
         tok_uri = save_tokenizer(tok, spec, str(tmp / "tokenizer"))
         files, text_bytes = build_corpus(tmp / "corpus", tok_uri[len("file://") :], int(args.tokens))

@@ -29,7 +29,7 @@ import tokenizers
 
 from pretrain_trainer.bundled_corpus import load_bundled_documents
 from pretrain_trainer.data.prepare import PrepareConfig, prepare
-from pretrain_trainer.tokenizer.train import TokenizerSpec, save_tokenizer, train_tokenizer
+from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec, save_tokenizer, train_tokenizer
 
 # The corpus generator is a developer tool at the repository root, not part of the installed package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         files, texts = build_corpus(corpus_dir, int(args.mb * 1e6))
         text_bytes = sum(len(t.encode()) for t in texts)
 
-        spec = TokenizerSpec(model="bpe", vocab_size=args.vocab_size, objective="clm")
+        spec = TokenizerTrainingSpec(model="bpe", vocab_size=args.vocab_size, objective="clm")
         tok = train_tokenizer((d["text"] for d in load_bundled_documents()), spec)
         tok_uri = save_tokenizer(tok, spec, str(tmp / "tokenizer"))
         print(

@@ -61,7 +61,7 @@ from pretrain_trainer.objectives import TokenRoles
 from pretrain_trainer.optim import build_scheduler
 from pretrain_trainer.storage import StorageOptions
 from pretrain_trainer.tokenizer.load import load_tokenizer
-from pretrain_trainer.tokenizer.train import TokenizerSpec, save_tokenizer, train_tokenizer
+from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec, save_tokenizer, train_tokenizer
 from pretrain_trainer.trainer import Trainer
 
 # The corpus generator is a developer tool at the repository root, not part of the installed package.
@@ -183,7 +183,7 @@ def prepare_data(
 ) -> tuple[str, str, int]:
     """Train the tokenizer, write enough generated JSONL for `tokens_needed` tokens and prepare it into `output`.
     Returns the tokenizer URI, the train shard set's URI and its token count."""
-    spec = TokenizerSpec(model="bpe", vocab_size=vocab_size, objective="clm")
+    spec = TokenizerTrainingSpec(model="bpe", vocab_size=vocab_size, objective="clm")
     tok = train_tokenizer((d["text"] for d in load_bundled_documents()), spec)
     tok_uri = save_tokenizer(tok, spec, f"{output}/tokenizer", options)
     local_tok = folder / "tokenizer.json"

@@ -285,10 +285,10 @@ def test_a_scheduler_cannot_be_restored_from_a_checkpoint_saved_without_one(tmp_
 
 
 def test_export_hf_loads_with_from_pretrained_and_gives_identical_logits(s3_bucket, s3_env, tmp_path):
-    from pretrain_trainer.tokenizer.train import TokenizerSpec, save_tokenizer
+    from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec, save_tokenizer
     from tests.support.data import trained
 
-    spec = TokenizerSpec(model="bpe", vocab_size=300)
+    spec = TokenizerTrainingSpec(model="bpe", vocab_size=300)
     tokenizer_dir = f"{s3_bucket}/tokenizers/bpe"
     save_tokenizer(trained(spec), spec, tokenizer_dir, s3_env)
     manager = CheckpointManager(f"{s3_bucket}/jobs/demo/checkpoints", s3_env)

@@ -20,13 +20,13 @@ from pretrain_trainer.model import build_model
 from pretrain_trainer.storage import StorageOptions, open_store
 from pretrain_trainer.storage.local_s3 import ensure_bucket
 from pretrain_trainer.tokenizer.extend import candidates, extend_tokenizer, write_extended
-from pretrain_trainer.tokenizer.train import TokenizerSpec, save_tokenizer, train_tokenizer
+from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec, save_tokenizer, train_tokenizer
 from pretrain_trainer.trainer import Trainer
 from tests.support.data import trained
 from tests.support.jobs import TINY_BERT, TINY_GPT, Dataset, make_dataset, write_job
 
 BUCKET = "s3://dapt"
-BASE_SPEC = TokenizerSpec(model="bpe", vocab_size=512)
+BASE_SPEC = TokenizerTrainingSpec(model="bpe", vocab_size=512)
 NEW_WORDS = 40
 
 
@@ -207,7 +207,7 @@ def test_a_larger_tokenizer_without_extend_vocab_is_refused(gpt_checkpoint, exte
 def test_a_tokenizer_that_moves_old_ids_is_refused(gpt_checkpoint, s3, extend_vocab):
     # Trained from scratch on other text: the same size as the checkpoint's or larger, but other ids.
     size = BASE_SPEC.vocab_size + (64 if extend_vocab else 0)
-    other = train_tokenizer(_texts("sv", "de", "fr"), TokenizerSpec(model="bpe", vocab_size=size))
+    other = train_tokenizer(_texts("sv", "de", "fr"), TokenizerTrainingSpec(model="bpe", vocab_size=size))
     assert other.get_vocab_size() == size
     spec = _pretrained(gpt_checkpoint.uri, extend_vocab=extend_vocab)
     with pytest.raises(ValueError, match=r"spec\.tokenizer\.uri") as err:
@@ -229,7 +229,7 @@ def test_model_from_a_folder_without_config_json_names_the_uri(gpt_checkpoint, s
 
 
 def test_masked_lm_continues_pretraining_a_bert_checkpoint_with_its_own_vocabulary(s3, s3_env, s3_endpoint, tmp_path):
-    spec = TokenizerSpec(model="wordpiece", vocab_size=512, objective="mlm")
+    spec = TokenizerTrainingSpec(model="wordpiece", vocab_size=512, objective="mlm")
     data = make_dataset(BUCKET, "bert", spec, s3)
     tok = trained(spec)
     torch.manual_seed(0)

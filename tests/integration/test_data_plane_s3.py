@@ -13,10 +13,10 @@ from pretrain_trainer.data.prepare import PrepareConfig, prepare
 from pretrain_trainer.data.shards import ShardChecksumError, ShardSet, ShardTruncatedError, TokenizerMismatchError
 from pretrain_trainer.storage import StorageBucketNotFound
 from pretrain_trainer.tokenizer.load import load_tokenizer
-from pretrain_trainer.tokenizer.train import TokenizerSpec, save_tokenizer
+from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec, save_tokenizer
 from tests.support.data import trained
 
-SPEC = TokenizerSpec(model="bpe", vocab_size=2000)
+SPEC = TokenizerTrainingSpec(model="bpe", vocab_size=2000)
 SEQ = 64
 
 
@@ -122,7 +122,7 @@ def test_a_truncated_object_in_the_bucket_is_caught_before_training(dataset, s3_
 
 def test_shards_of_another_tokenizer_are_refused_before_training(dataset, s3_env, s3_bucket):
     data_uri, _ = dataset
-    other = TokenizerSpec(model="bpe", vocab_size=1500)
+    other = TokenizerTrainingSpec(model="bpe", vocab_size=1500)
     other_uri = save_tokenizer(trained(other), other, f"{s3_bucket}/tokenizers/other", s3_env)
     with pytest.raises(TokenizerMismatchError, match="re-run `pretrainjob prepare` with the job's tokenizer"):
         ShardSet.open(f"{data_uri}/train", s3_env, expected_fingerprint=load_tokenizer(other_uri, s3_env).fingerprint)

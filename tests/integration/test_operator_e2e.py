@@ -21,7 +21,7 @@ from pretrain_operator.lifecycle import Settings
 from pretrain_trainer.config import API_VERSION
 from pretrain_trainer.launch import free_port
 from pretrain_trainer.storage import StorageOptions
-from pretrain_trainer.tokenizer.train import TokenizerSpec
+from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec
 from tests.support.jobs import Dataset, make_dataset, write_job
 from tests.support.kube_api import ApiServer
 from tests.support.kubelet import Kubelet
@@ -34,7 +34,7 @@ NS = "default"
 
 @pytest.fixture(scope="module")
 def dataset(s3: StorageOptions) -> Dataset:
-    return make_dataset("s3://e2e-data", "tiny", TokenizerSpec(model="bpe", vocab_size=300), s3)
+    return make_dataset("s3://e2e-data", "tiny", TokenizerTrainingSpec(model="bpe", vocab_size=300), s3)
 
 
 @pytest.fixture

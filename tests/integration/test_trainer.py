@@ -19,7 +19,7 @@ from pretrain_trainer.config import load_job
 from pretrain_trainer.distributed import DistEnv
 from pretrain_trainer.launch import run_local
 from pretrain_trainer.storage import open_store
-from pretrain_trainer.tokenizer.train import TokenizerSpec
+from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec
 from pretrain_trainer.trainer import EXIT_PREEMPTED, Trainer
 from tests.support.jobs import make_dataset, write_job
 from tests.support.s3 import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
@@ -29,12 +29,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def gpt_data(s3):
-    return make_dataset("s3://trainer-gpt", "bundled", TokenizerSpec(model="bpe", vocab_size=512), s3)
+    return make_dataset("s3://trainer-gpt", "bundled", TokenizerTrainingSpec(model="bpe", vocab_size=512), s3)
 
 
 @pytest.fixture(scope="module")
 def bert_data(s3):
-    spec = TokenizerSpec(model="wordpiece", vocab_size=512, objective="mlm")
+    spec = TokenizerTrainingSpec(model="wordpiece", vocab_size=512, objective="mlm")
     return make_dataset("s3://trainer-bert", "bundled", spec, s3)
 
 

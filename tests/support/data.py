@@ -10,7 +10,7 @@ from tokenizers import Tokenizer
 from pretrain_trainer.bundled_corpus import load_bundled_documents
 from pretrain_trainer.data.shards import ShardIndex, ShardWriter, TokenizerMeta
 from pretrain_trainer.storage import ObjectStore
-from pretrain_trainer.tokenizer.train import TokenizerSpec, train_tokenizer
+from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec, train_tokenizer
 
 
 @cache
@@ -19,7 +19,7 @@ def bundled_texts() -> tuple[str, ...]:
 
 
 @cache
-def trained(spec: TokenizerSpec) -> Tokenizer:
+def trained(spec: TokenizerTrainingSpec) -> Tokenizer:
     """A tokenizer trained on the bundled corpus (cached: specs are frozen dataclasses)."""
     return train_tokenizer(bundled_texts(), spec)
 

@@ -13,7 +13,7 @@ from pretrain_trainer.config import API_VERSION
 from pretrain_trainer.data.prepare import PrepareConfig, prepare
 from pretrain_trainer.storage import StorageOptions
 from pretrain_trainer.storage.local_s3 import ensure_bucket
-from pretrain_trainer.tokenizer.train import TokenizerSpec, save_tokenizer
+from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec, save_tokenizer
 from tests.support.data import trained
 
 TINY_GPT = {
@@ -43,7 +43,7 @@ class Dataset:
     validation: str
 
 
-def make_dataset(bucket: str, name: str, spec: TokenizerSpec, options: StorageOptions) -> Dataset:
+def make_dataset(bucket: str, name: str, spec: TokenizerTrainingSpec, options: StorageOptions) -> Dataset:
     """Train `spec` on the bundled corpus and prepare its shards under s3://bucket/name/."""
     ensure_bucket(bucket, options)
     tok_uri = save_tokenizer(trained(spec), spec, f"{bucket}/{name}/tokenizer", options)

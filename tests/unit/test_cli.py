@@ -1,5 +1,6 @@
 """The CLI as a user meets it: real subprocesses, exit codes and messages."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -8,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from pretrain_trainer.bundled_corpus import bundled_corpus_files
+from pretrain_trainer.cli import build_parser
+from pretrain_trainer.commands.registry import CommandTree
 
 EXE = str(Path(sys.executable).with_name("pretrainjob"))
 CORPUS = [str(p) for p in bundled_corpus_files()]
@@ -129,3 +132,27 @@ def test_corpus_copies_the_committed_bundled_files_byte_for_byte(tmp_path):
     for copy, original in zip(copies, CORPUS, strict=True):
         assert copy.read_bytes() == Path(original).read_bytes()
         assert str(copy) in out
+
+
+def test_a_command_in_a_new_group_is_one_registration_and_runs_its_handler():
+    def cmd_data_verify(args):
+        return 7
+
+    parser = argparse.ArgumentParser()
+    tree = CommandTree(parser, {"data": "look into shard sets"})
+    tree.add("data verify", cmd_data_verify, help="verify").add_argument("uri")
+    args = parser.parse_args(["data", "verify", "s3://b/x"])
+    assert args.func(args) == 7 and args.uri == "s3://b/x"
+    with pytest.raises(KeyError, match="'report'"):
+        tree.add("report corpus", cmd_data_verify, help="a group without help text")
+
+
+def test_every_command_has_a_handler_and_building_the_parser_imports_no_torch():
+    code = (
+        "import sys; from pretrain_trainer.cli import build_parser; build_parser();"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    for command in (["demo"], ["validate", "x.yaml"], ["train", "--config", "x"], ["corpus", "--output", "o"]):
+        assert callable(build_parser().parse_args(command).func)

@@ -28,7 +28,7 @@ from pretrain_trainer.objectives import (
     sample_span_lengths,
     select_targets,
 )
-from pretrain_trainer.tokenizer.train import TokenizerSpec, train_tokenizer
+from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec, train_tokenizer
 
 SIGMAS = 5.0
 STRATEGIES = ("token", "whole-word", "span")
@@ -60,7 +60,7 @@ def gen(seed: int) -> torch.Generator:
 @cache
 def real_tokenizer(model: str) -> Tokenizer:
     texts = [d["text"] for d in load_bundled_documents()]
-    return train_tokenizer(texts, TokenizerSpec(model=model, vocab_size=2000, objective="mlm"))
+    return train_tokenizer(texts, TokenizerTrainingSpec(model=model, vocab_size=2000, objective="mlm"))
 
 
 @cache
@@ -457,7 +457,7 @@ def test_roles_of_a_metaspace_tokenizer_use_the_marker_and_keep_a_lone_marker_wi
 @cache
 def causal_tokenizer() -> Tokenizer:
     texts = [d["text"] for d in load_bundled_documents()[:200]]
-    return train_tokenizer(texts, TokenizerSpec(model="bpe", vocab_size=600, objective="clm"))
+    return train_tokenizer(texts, TokenizerTrainingSpec(model="bpe", vocab_size=600, objective="clm"))
 
 
 def test_roles_find_an_angle_bracket_mask_token():

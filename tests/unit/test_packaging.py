@@ -51,7 +51,6 @@ def test_pretrainjob_command_is_installed_and_helps():
         assert command in out
 
 
-
 def _setuptools_config() -> dict:
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]

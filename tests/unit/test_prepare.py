@@ -8,10 +8,10 @@ from pretrain_trainer.data.prepare import PrepareConfig, prepare
 from pretrain_trainer.data.shards import ShardSet
 from pretrain_trainer.storage import open_store
 from pretrain_trainer.tokenizer.load import load_tokenizer
-from pretrain_trainer.tokenizer.train import TokenizerSpec, save_tokenizer
+from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec, save_tokenizer
 from tests.support.data import trained
 
-SPEC = TokenizerSpec(model="bpe", vocab_size=2000)
+SPEC = TokenizerTrainingSpec(model="bpe", vocab_size=2000)
 
 
 @pytest.fixture(scope="module")

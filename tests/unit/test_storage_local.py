@@ -11,6 +11,7 @@ import botocore.exceptions as bce
 import pytest
 import urllib3.exceptions as u3e
 
+from pretrain_trainer.config import StorageSpec
 from pretrain_trainer.storage import (
     ObjectInfo,
     StorageAccessDenied,
@@ -300,6 +301,18 @@ def test_from_env_prefers_the_s3_specific_endpoint_and_lets_overrides_win():
     assert StorageOptions.from_env({}) == StorageOptions()
     with pytest.raises(ValueError, match="no field"):
         StorageOptions.from_env({}, part_size=1)
+
+
+def test_options_from_a_job_storage_spec_keep_the_environment_where_the_spec_is_empty_or_auto():
+    env = {"AWS_ENDPOINT_URL": "http://env:1", "AWS_REGION": "env-1", "PRETRAIN_S3_ADDRESSING_STYLE": "virtual"}
+    assert StorageOptions.from_spec(StorageSpec(), env) == StorageOptions.from_env(env)
+    spec = StorageSpec(endpoint="http://minio:9000", region="eu-north-1", addressing_style="path")
+    options = StorageOptions.from_spec(spec, env)
+    assert (options.endpoint_url, options.region, options.addressing_style) == (
+        "http://minio:9000",
+        "eu-north-1",
+        "path",
+    )
 
 
 def test_options_repr_never_shows_credentials():

@@ -1,7 +1,7 @@
 from pretrain_trainer.bundled_corpus import load_bundled_documents
 from pretrain_trainer.data.readers import Document
 from pretrain_trainer.tokenizer.audit import audit_tokenizer, dominant_script, format_report
-from pretrain_trainer.tokenizer.train import TokenizerSpec
+from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec
 from tests.support.data import trained
 
 
@@ -10,7 +10,7 @@ def _docs():
 
 
 def test_byte_level_bpe_is_lossless_on_every_language_of_the_bundled_corpus():
-    report = audit_tokenizer(trained(TokenizerSpec(model="bpe", vocab_size=2000)), _docs())
+    report = audit_tokenizer(trained(TokenizerTrainingSpec(model="bpe", vocab_size=2000)), _docs())
     assert report.total.roundtrip == 1.0
     assert report.total.unknown_tokens == 0
     assert {"sv", "de", "fr", "el", "ru", "zh", "ja", "code", "emoji"} <= set(report.groups)
@@ -21,7 +21,9 @@ def test_byte_level_bpe_is_lossless_on_every_language_of_the_bundled_corpus():
 
 
 def test_uncased_accent_stripping_wordpiece_is_flagged_with_what_was_lost():
-    spec = TokenizerSpec(model="wordpiece", vocab_size=2000, objective="mlm", lowercase=True, strip_accents=True)
+    spec = TokenizerTrainingSpec(
+        model="wordpiece", vocab_size=2000, objective="mlm", lowercase=True, strip_accents=True
+    )
     report = audit_tokenizer(trained(spec), _docs())
     assert not report.passes(0.99, ignore_whitespace=True)
     assert report.groups["sv"].content_roundtrip < 0.5
@@ -35,21 +37,21 @@ def test_uncased_accent_stripping_wordpiece_is_flagged_with_what_was_lost():
 
 
 def test_lowercasing_wordpiece_that_keeps_accents_is_not_accused_of_stripping_them():
-    spec = TokenizerSpec(model="wordpiece", vocab_size=2000, objective="mlm", lowercase=True)
+    spec = TokenizerTrainingSpec(model="wordpiece", vocab_size=2000, objective="mlm", lowercase=True)
     report = audit_tokenizer(trained(spec), _docs())
     assert not any(f.startswith("ACCENTS STRIPPED") for f in report.findings)
     assert any(f.startswith("LOWER-CASED") for f in report.findings)
 
 
 def test_unknown_tokens_are_counted_and_reported():
-    tok = trained(TokenizerSpec(model="wordpiece", vocab_size=2000, objective="mlm"))
+    tok = trained(TokenizerTrainingSpec(model="wordpiece", vocab_size=2000, objective="mlm"))
     report = audit_tokenizer(tok, [Document("Hello ☃ snowman ⛄ and ꙮ", "x")])
     assert report.total.unknown_tokens >= 1
     assert any(f.startswith("UNKNOWN TOKENS") for f in report.findings)
 
 
 def test_fertility_is_not_reported_for_scripts_without_spaces():
-    report = audit_tokenizer(trained(TokenizerSpec(model="bpe", vocab_size=2000)), _docs())
+    report = audit_tokenizer(trained(TokenizerTrainingSpec(model="bpe", vocab_size=2000)), _docs())
     assert report.groups["zh"].tokens_per_word is None
     assert report.groups["sv"].tokens_per_word > 1.0
     assert report.groups["sv"].chars_per_token > 2.0

@@ -13,11 +13,11 @@ from tokenizers import Tokenizer
 
 from pretrain_trainer.bundled_corpus import bundled_corpus_files, load_bundled_documents
 from pretrain_trainer.tokenizer.extend import candidates, extend_tokenizer, write_extended
-from pretrain_trainer.tokenizer.train import TokenizerSpec, save_tokenizer, train_tokenizer
+from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec, save_tokenizer, train_tokenizer
 from tests.support.data import bundled_texts
 
 EXE = str(Path(sys.executable).with_name("pretrainjob"))
-BASE_SPEC = TokenizerSpec(model="bpe", vocab_size=512)
+BASE_SPEC = TokenizerTrainingSpec(model="bpe", vocab_size=512)
 
 
 def _texts(*langs: str) -> list[str]:

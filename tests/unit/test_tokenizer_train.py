@@ -3,7 +3,7 @@ import json
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from pretrain_trainer.tokenizer.train import TokenizerSpec, build_normalizer, save_tokenizer
+from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec, build_normalizer, save_tokenizer
 from tests.support.data import bundled_texts, trained
 
 SWEDISH = "Åsa åt ärtsoppa i Örebro och Ängelholm."
@@ -12,7 +12,7 @@ SWEDISH = "Åsa åt ärtsoppa i Örebro och Ängelholm."
 @pytest.mark.parametrize("model", ["bpe", "wordpiece", "unigram"])
 @pytest.mark.parametrize("objective", ["clm", "mlm"])
 def test_each_model_trains_to_the_requested_vocab_with_its_special_tokens(model, objective):
-    spec = TokenizerSpec(model=model, vocab_size=1000, objective=objective)
+    spec = TokenizerTrainingSpec(model=model, vocab_size=1000, objective=objective)
     tok = trained(spec)
     assert tok.get_vocab_size() <= 1000
     assert tok.get_vocab_size() > 500, "the bundled corpus is large enough to fill most of the vocabulary"
@@ -23,19 +23,19 @@ def test_each_model_trains_to_the_requested_vocab_with_its_special_tokens(model,
 
 
 def test_byte_level_bpe_round_trips_every_bundled_document_exactly():
-    tok = trained(TokenizerSpec(model="bpe", vocab_size=2000, normalization="none"))
+    tok = trained(TokenizerTrainingSpec(model="bpe", vocab_size=2000, normalization="none"))
     for text in bundled_texts():
         assert tok.decode(tok.encode(text, add_special_tokens=False).ids) == text
 
 
 def test_lowercase_keeps_accents_unless_strip_accents_is_asked_for():
-    assert build_normalizer(TokenizerSpec(lowercase=True)).normalize_str(SWEDISH) == SWEDISH.lower()
-    stripped = build_normalizer(TokenizerSpec(lowercase=True, strip_accents=True)).normalize_str(SWEDISH)
+    assert build_normalizer(TokenizerTrainingSpec(lowercase=True)).normalize_str(SWEDISH) == SWEDISH.lower()
+    stripped = build_normalizer(TokenizerTrainingSpec(lowercase=True, strip_accents=True)).normalize_str(SWEDISH)
     assert stripped == "asa at artsoppa i orebro och angelholm."
 
 
 def test_mlm_tokenizer_wraps_sequences_in_cls_and_sep():
-    tok = trained(TokenizerSpec(model="wordpiece", vocab_size=1000, objective="mlm"))
+    tok = trained(TokenizerTrainingSpec(model="wordpiece", vocab_size=1000, objective="mlm"))
     tokens = tok.encode("Hej världen").tokens
     assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]"
 
@@ -52,11 +52,11 @@ def test_mlm_tokenizer_wraps_sequences_in_cls_and_sep():
 )
 def test_bad_spec_names_the_field(field, kwargs):
     with pytest.raises(ValueError, match=field):
-        TokenizerSpec(**kwargs)
+        TokenizerTrainingSpec(**kwargs)
 
 
 def test_saved_folder_loads_in_transformers_with_roles(tmp_path):
-    spec = TokenizerSpec(model="bpe", vocab_size=1000, objective="clm")
+    spec = TokenizerTrainingSpec(model="bpe", vocab_size=1000, objective="clm")
     uri = save_tokenizer(trained(spec), spec, str(tmp_path / "tok"))
     assert uri.endswith("tokenizer.json")
     auto = AutoTokenizer.from_pretrained(str(tmp_path / "tok"))
@@ -69,7 +69,7 @@ def test_saved_folder_loads_in_transformers_with_roles(tmp_path):
 
 
 def test_mlm_roles_reach_transformers(tmp_path):
-    spec = TokenizerSpec(model="wordpiece", vocab_size=1000, objective="mlm")
+    spec = TokenizerTrainingSpec(model="wordpiece", vocab_size=1000, objective="mlm")
     save_tokenizer(trained(spec), spec, str(tmp_path))
     auto = AutoTokenizer.from_pretrained(str(tmp_path))
     assert (auto.mask_token, auto.cls_token, auto.sep_token, auto.pad_token) == ("[MASK]", "[CLS]", "[SEP]", "[PAD]")

@@ -22,13 +22,26 @@ from pathlib import Path
 EXIT_BAD_CONFIG = 2
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pretrain_trainer", description=__doc__.split("\n\n")[0])
+def add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `run_job` (here and in `pretrainjob train`)."""
     parser.add_argument("--config", required=True, help="PretrainJob manifest or spec (YAML)")
     parser.add_argument(
         "--run-dir", help="local folder for logs and the summary (default: $PRETRAIN_RUN_DIR, else runs/<job name>)"
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pretrain_trainer", description=__doc__.split("\n\n")[0])
+    add_job_arguments(parser)
     args = parser.parse_args(argv)
+    return run_job(args.config, args.run_dir)
+
+
+def run_job(config: str, run_dir: str | None = None) -> int:
+    """Train the job in ``config`` in this process (one rank); returns the process's exit code.
+
+    Both ``python -m pretrain_trainer`` and ``pretrainjob train`` land here.
+    """
     logging.basicConfig(
         level=os.environ.get("PRETRAIN_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -46,16 +59,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pretrain_trainer.storage import StorageError
 
     try:
-        job = load_job(args.config)
+        job = load_job(config)
     except (ConfigError, OSError) as err:
         print(f"pretrain_trainer: invalid config:\n{err}", file=sys.stderr)
         return EXIT_BAD_CONFIG
-    run_dir = Path(args.run_dir or os.environ.get("PRETRAIN_RUN_DIR") or f"runs/{job.name}")
+    folder = Path(run_dir or os.environ.get("PRETRAIN_RUN_DIR") or f"runs/{job.name}")
 
     from pretrain_trainer.trainer import EXIT_PREEMPTED, train
 
     try:
-        summary = train(job, DistEnv.from_env(), run_dir)
+        summary = train(job, DistEnv.from_env(), folder)
     except (ValueError, ShardError, StorageError, FileNotFoundError) as err:
         print(f"pretrain_trainer: cannot train job {job.name}: {err}", file=sys.stderr)
         return EXIT_BAD_CONFIG

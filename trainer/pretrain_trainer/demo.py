@@ -34,7 +34,7 @@ from pretrain_trainer.storage import StorageOptions
 from pretrain_trainer.storage.local_s3 import ensure_bucket, start_local_s3
 from pretrain_trainer.tokenizer.audit import audit_tokenizer, format_report
 from pretrain_trainer.tokenizer.load import load_tokenizer
-from pretrain_trainer.tokenizer.train import TokenizerSpec, save_tokenizer, train_tokenizer
+from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec, save_tokenizer, train_tokenizer
 
 BUCKET = "s3://pretrain-demo"
 SEQUENCE_LENGTH = 128
@@ -106,7 +106,7 @@ def run_demo(workdir: Path) -> int:
         _step(1, f"embedded S3 endpoint {endpoint}, bucket {BUCKET}")
 
         _step(2, f"train a byte-level BPE tokenizer on the bundled corpus ({len(files)} files)")
-        spec = TokenizerSpec(model="bpe", vocab_size=4096, objective="clm")
+        spec = TokenizerTrainingSpec(model="bpe", vocab_size=4096, objective="clm")
         tok = train_tokenizer((d.text for d in read_documents(files)), spec)
         tok_uri = save_tokenizer(tok, spec, f"{BUCKET}/tokenizers/bundled-bpe-4k", options)
         print(f"{tok.get_vocab_size()} tokens -> {tok_uri}")
@@ -115,7 +115,7 @@ def run_demo(workdir: Path) -> int:
         report = audit_tokenizer(tok, read_documents(files))
         print(format_report(report, threshold=1.0, ignore_whitespace=False))
         summary["bpe_roundtrip"] = report.total.roundtrip
-        trap_spec = TokenizerSpec(
+        trap_spec = TokenizerTrainingSpec(
             model="wordpiece", vocab_size=4096, objective="mlm", lowercase=True, strip_accents=True
         )
         trap = audit_tokenizer(

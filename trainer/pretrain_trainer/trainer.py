@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pretrain_trainer import distributed
 from pretrain_trainer.checkpoint import CheckpointManager
-from pretrain_trainer.config import Job, PretrainJobSpec, StorageSpec, to_dict
+from pretrain_trainer.config import Job, PretrainJobSpec, to_dict
 from pretrain_trainer.data.loader import StreamingLoader
 from pretrain_trainer.data.shards import ShardSet
 from pretrain_trainer.distributed import DistEnv
@@ -42,17 +42,6 @@ from pretrain_trainer.tokenizer.load import LoadedTokenizer, load_tokenizer
 log = logging.getLogger("pretrain_trainer.train")
 
 EXIT_PREEMPTED = 143  # stopped by SIGTERM after writing a checkpoint: resume, do not count as a failure
-
-
-def storage_options(spec: StorageSpec) -> StorageOptions:
-    overrides: dict[str, Any] = {}
-    if spec.endpoint:
-        overrides["endpoint_url"] = spec.endpoint
-    if spec.region:
-        overrides["region"] = spec.region
-    if spec.addressing_style != "auto":
-        overrides["addressing_style"] = spec.addressing_style
-    return StorageOptions.from_env(**overrides)
 
 
 @dataclass
@@ -95,7 +84,7 @@ class Trainer:
         self.env = env
         self.run_dir = run_dir
         self.device = distributed.init(env)
-        self.options = storage_options(self.spec.storage)
+        self.options = StorageOptions.from_spec(self.spec.storage)
         self.causal = self.spec.objective.type == "clm"
         self.seq = self.spec.data.sequence_length
         self.global_samples = self.spec.training.batch_samples(self.seq)

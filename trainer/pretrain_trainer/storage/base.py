@@ -13,7 +13,10 @@ import re
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from pretrain_trainer.config import StorageSpec
 
 from pretrain_trainer.errors import UriError, redact_url
 
@@ -148,6 +151,19 @@ class StorageOptions:
             values["addressing_style"] = style.lower()
         values.update(overrides)
         return cls(**values)
+
+    @classmethod
+    def from_spec(cls, spec: StorageSpec, environ: Mapping[str, str] | None = None) -> StorageOptions:
+        """Options for a job's ``storage`` spec (the CLI's global flags fill one too): its endpoint, region and
+        addressing style where set, the environment's (`from_env`) where empty or ``auto``."""
+        overrides: dict[str, Any] = {}
+        if spec.endpoint:
+            overrides["endpoint_url"] = spec.endpoint
+        if spec.region:
+            overrides["region"] = spec.region
+        if spec.addressing_style != "auto":
+            overrides["addressing_style"] = spec.addressing_style
+        return cls.from_env(environ, **overrides)
 
     def with_overrides(self, **overrides: Any) -> StorageOptions:
         """A copy with some fields replaced (validated again)."""

@@ -49,7 +49,7 @@ SPECIAL_TOKENS = {
 
 
 @dataclass(frozen=True)
-class TokenizerSpec:
+class TokenizerTrainingSpec:
     """What to train."""
 
     model: str = "bpe"
@@ -89,7 +89,7 @@ class TokenizerSpec:
         return SPECIAL_TOKENS[self.objective]
 
 
-def build_normalizer(spec: TokenizerSpec) -> normalizers.Normalizer | None:
+def build_normalizer(spec: TokenizerTrainingSpec) -> normalizers.Normalizer | None:
     """The normaliser chain, built step by step so that lower-casing never implies accent stripping."""
     steps: list[normalizers.Normalizer] = []
     if spec.normalization == "nfc":
@@ -108,7 +108,7 @@ def build_normalizer(spec: TokenizerSpec) -> normalizers.Normalizer | None:
     return steps[0] if len(steps) == 1 else normalizers.Sequence(steps)
 
 
-def build_untrained(spec: TokenizerSpec) -> tuple[Tokenizer, trainers.Trainer]:
+def build_untrained(spec: TokenizerTrainingSpec) -> tuple[Tokenizer, trainers.Trainer]:
     """An empty tokenizer of the requested kind and the trainer that fills its vocabulary."""
     special = spec.special_tokens
     if spec.model == "bpe":
@@ -152,7 +152,7 @@ def build_untrained(spec: TokenizerSpec) -> tuple[Tokenizer, trainers.Trainer]:
     return tok, trainer
 
 
-def _with_post_processor(tok: Tokenizer, spec: TokenizerSpec) -> None:
+def _with_post_processor(tok: Tokenizer, spec: TokenizerTrainingSpec) -> None:
     special = spec.special_tokens
     if spec.objective == "mlm":
         cls_id, sep_id = tok.token_to_id(special.cls), tok.token_to_id(special.sep)
@@ -166,7 +166,7 @@ def _with_post_processor(tok: Tokenizer, spec: TokenizerSpec) -> None:
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
 
 
-def train_tokenizer(texts: Iterable[str], spec: TokenizerSpec) -> Tokenizer:
+def train_tokenizer(texts: Iterable[str], spec: TokenizerTrainingSpec) -> Tokenizer:
     """Train on an iterable of documents and return the finished tokenizer."""
     tok, trainer = build_untrained(spec)
     tok.train_from_iterator(_nonempty(texts), trainer=trainer)
@@ -178,7 +178,7 @@ def _nonempty(texts: Iterable[str]) -> Iterator[str]:
     return (t for t in texts if t)
 
 
-def transformers_config(spec: TokenizerSpec, model_max_length: int = 1_000_000_000) -> dict[str, object]:
+def transformers_config(spec: TokenizerTrainingSpec, model_max_length: int = 1_000_000_000) -> dict[str, object]:
     """`tokenizer_config.json` content naming the special-token roles for `AutoTokenizer`."""
     special = spec.special_tokens
     roles = {
@@ -197,7 +197,9 @@ def transformers_config(spec: TokenizerSpec, model_max_length: int = 1_000_000_0
     return config
 
 
-def save_tokenizer(tok: Tokenizer, spec: TokenizerSpec, output: str, options: StorageOptions | None = None) -> str:
+def save_tokenizer(
+    tok: Tokenizer, spec: TokenizerTrainingSpec, output: str, options: StorageOptions | None = None
+) -> str:
     """Write to a local path or object-store URI; returns the URI of tokenizer.json.
 
     `output` ending in `.json` names the file itself; anything else is a directory that receives

@@ -1,0 +1,123 @@
+"""`pretrainjob validate|run|train|worker|demo`: check PretrainJob manifests and run jobs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pretrain_trainer.__main__ import add_job_arguments
+from pretrain_trainer.commands.registry import EXIT_FAILED_CHECK, CommandTree, default
+from pretrain_trainer.launch import run_worker
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from pretrain_trainer.config import ConfigError, load_jobs
+
+    failed = 0
+    for path in args.files:
+        try:
+            load_jobs(path)
+        except ConfigError as err:
+            failed += 1
+            print(err)
+        except OSError as err:
+            failed += 1
+            print(f"{path}: cannot read ({err.strerror})")
+    if not failed:
+        print(f"{len(args.files)} valid")
+    return EXIT_FAILED_CHECK if failed else 0
+
+
+def add_validate(tree: CommandTree) -> None:
+    validate = tree.add(
+        "validate",
+        cmd_validate,
+        help="check PretrainJob manifests offline (for GitOps pipelines)",
+        description="Check each manifest with the trainer's schema and semantic checks. Prints one line per "
+        "problem (file: field path: message) and exits 1 if any file is invalid.",
+    )
+    validate.add_argument("files", nargs="+", metavar="FILE", help="PretrainJob manifests (or bare specs)")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pretrain_trainer.config import load_job
+    from pretrain_trainer.launch import run_local
+    from pretrain_trainer.report import format_summary, plot_loss
+
+    if not args.local:
+        raise ValueError("run: only --local runs start here; on a cluster, `kubectl apply -f` the manifest")
+    job = load_job(args.job)  # fail on a bad manifest before any process starts
+    run_dir = Path(args.run_dir or f"runs/{job.name}")
+    code = run_local(args.job, args.nproc, run_dir)
+    summary_file = run_dir / "summary.json"
+    if summary_file.exists():
+        print(format_summary(json.loads(summary_file.read_text())))
+        plot = plot_loss(run_dir)
+        print(f"run folder: {run_dir} (train.jsonl, rank logs{', loss plot ' + str(plot) if plot else ''})")
+    return code
+
+
+def add_run(tree: CommandTree) -> None:
+    run = tree.add(
+        "run",
+        cmd_run,
+        help="run a PretrainJob with local worker processes",
+        description="Start the job's workers as local processes with the environment a pod gets (torchrun "
+        "contract), wait for them, then print a summary and plot the loss.",
+    )
+    run.add_argument("job", help="PretrainJob manifest (or bare spec)")
+    run.add_argument("--local", action="store_true", help="run here (the only mode of this command)")
+    run.add_argument("--nproc", type=int, help="processes (default: workers.replicas × workers.procsPerWorker)")
+    run.add_argument("--run-dir", help="folder for logs, summary and plot (default: runs/<job name>)")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pretrain_trainer.__main__ import run_job
+
+    return run_job(args.config, args.run_dir)
+
+
+def add_train(tree: CommandTree) -> None:
+    train = tree.add("train", cmd_train, help="run the trainer in this process (what each worker runs)")
+    add_job_arguments(train)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    return run_worker(args.config, rendezvous_timeout_s=args.rendezvous_timeout)
+
+
+def add_worker(tree: CommandTree) -> None:
+    worker = tree.add(
+        "worker",
+        cmd_worker,
+        help="what an operator-made pod runs: this node's trainer processes in a multi-node job",
+        description="Read the node's place from PET_NNODES, PET_NODE_RANK, PET_NPROC_PER_NODE, PET_MASTER_ADDR and "
+        "PET_MASTER_PORT (as torchrun does), wait until the rendezvous host resolves, then run the processes with "
+        "torchrun's environment. Exits with the first failing process's code (2: bad config, 143: checkpointed "
+        "after SIGTERM).",
+    )
+    worker.add_argument("--config", required=True, help="PretrainJob manifest (the pod's ConfigMap)")
+    worker.add_argument(
+        "--rendezvous-timeout",
+        type=float,
+        default=default(run_worker, "rendezvous_timeout_s"),
+        help="seconds to wait for the rendezvous host's DNS",
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pretrain_trainer.demo import run_demo
+
+    return run_demo(Path(args.workdir))
+
+
+def add_demo(tree: CommandTree) -> None:
+    demo = tree.add(
+        "demo",
+        cmd_demo,
+        help="run the whole data path on the bundled corpus with an embedded S3 endpoint",
+        description="Train and audit a tokenizer on the bundled corpus, prepare shards into a local S3 "
+        "endpoint on loopback, and stream them back as two ranks would.",
+    )
+    demo.add_argument("--workdir", default="runs/demo", help="local folder for reports (default: %(default)s)")
