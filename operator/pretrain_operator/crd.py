@@ -74,6 +74,8 @@ def _field_schema(f: dataclasses.Field[Any], tp: Any) -> dict[str, Any]:
             schema["exclusiveMinimum"] = True
     if meta.get("maximum") is not None:
         schema["maximum"] = meta["maximum"]
+        if meta.get("exclusive_maximum"):
+            schema["exclusiveMaximum"] = True
     if f.default is not dataclasses.MISSING:
         schema["default"] = f.default
     elif f.default_factory is not dataclasses.MISSING and not dataclasses.is_dataclass(tp):

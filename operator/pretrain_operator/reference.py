@@ -47,7 +47,7 @@ def _rules(f: dataclasses.Field[Any]) -> str:
     if meta.get("minimum") is not None:
         out.append(f"{'>' if meta.get('exclusive_minimum') else '≥'} {meta['minimum']:g}")
     if meta.get("maximum") is not None:
-        out.append(f"≤ {meta['maximum']:g}")
+        out.append(f"{'<' if meta.get('exclusive_maximum') else '≤'} {meta['maximum']:g}")
     return ", ".join(out)
 
 

@@ -66,6 +66,8 @@ BAD = [
     ("objective.mlm.masking", "sentence", "'sentence' is not one of token, whole-word, span"),
     ("objective.mlm.probability", 0, "spec.objective.mlm.probability: must be > 0.0"),
     ("objective.mlm.randomFraction", 0.5, "maskFraction + randomFraction = 1.3 exceeds 1"),
+    ("objective.mlm.probability", 1.0, "spec.objective.mlm.probability: must be < 1.0, got 1.0"),
+    ("objective.mlm.meanSpanLength", 12.0, "spec.objective.mlm: meanSpanLength = 12 exceeds maxSpanLength = 10"),
     ("model.architecture", "t5", "spec.model.architecture: 't5' is not one of gpt2, llama, bert, roberta"),
     ("model.init", "pretrained", "spec.model.from: required for init: pretrained"),
     ("model.from", "s3://bucket/models/x", "spec.model.from: only for init: pretrained"),

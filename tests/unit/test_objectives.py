@@ -16,6 +16,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from pretrain_trainer.bundled_corpus import load_bundled_documents
+from pretrain_trainer.config import MlmSpec
 from pretrain_trainer.objectives import (
     IGNORE_INDEX,
     MaskingConfig,
@@ -133,6 +134,15 @@ def test_causal_lm_batch_rejects_a_window_with_no_label():
 def test_bad_masking_config_raises_value_error_naming_the_field(kwargs, field):
     with pytest.raises(ValueError, match=f"^{field}"):
         MaskingConfig(**kwargs)
+
+
+def test_masking_config_is_built_from_the_job_spec_with_its_defaults_and_bounds():
+    assert MaskingConfig.from_spec(MlmSpec()) == MaskingConfig()
+    spec = MlmSpec(probability=0.3, masking="span", mean_span_length=2.0, max_span_length=5)
+    cfg = MaskingConfig.from_spec(spec)
+    assert (cfg.probability, cfg.strategy, cfg.mean_span_length, cfg.max_span_length) == (0.3, "span", 2.0, 5)
+    with pytest.raises(ValueError, match=r"^probability: must be < 1\.0"):
+        MaskingConfig.from_spec(MlmSpec(probability=1.0))
 
 
 def test_bad_strategy_error_lists_the_allowed_values():

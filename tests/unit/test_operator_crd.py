@@ -131,6 +131,7 @@ def test_every_spec_field_is_in_the_schema_with_its_doc_enum_bounds_and_default(
     assert node.get("minimum") == meta.get("minimum")
     assert node.get("maximum") == meta.get("maximum")
     assert bool(node.get("exclusiveMinimum")) == bool(meta.get("exclusive_minimum"))
+    assert bool(node.get("exclusiveMaximum")) == bool(meta.get("exclusive_maximum"))
     if field.default is not dataclasses.MISSING:
         assert node["default"] == field.default
         assert type(node["default"]) is type(field.default)

@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import re
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ def spec_field(
     minimum: float | None = None,
     maximum: float | None = None,
     exclusive_minimum: bool = False,
+    exclusive_maximum: bool = False,
     name: str | None = None,
     factory: Any = dataclasses.MISSING,
 ) -> Any:
@@ -57,6 +59,7 @@ def spec_field(
         "minimum": minimum,
         "maximum": maximum,
         "exclusive_minimum": exclusive_minimum,
+        "exclusive_maximum": exclusive_maximum,
         "name": name,
     }
     if factory is not dataclasses.MISSING:
@@ -141,16 +144,27 @@ class TokenizerSpec:
     )
 
 
+MASKING_STRATEGIES = ("token", "whole-word", "span")
+
+
 @dataclass(frozen=True)
 class MlmSpec:
+    """The masked-LM settings: their one home (defaults, bounds, docs); the trainer's `MaskingConfig` is built
+    from them and checked by the same rules."""
+
     probability: float = spec_field(
-        0.15, doc="Share of tokens selected for prediction.", minimum=0.0, maximum=1.0, exclusive_minimum=True
+        0.15,
+        doc="Share of tokens selected for prediction.",
+        minimum=0.0,
+        maximum=1.0,
+        exclusive_minimum=True,
+        exclusive_maximum=True,
     )
     masking: str = spec_field(
         "token",
         doc="token: independent tokens; whole-word: all sub-tokens of a word "
         "together; span: SpanBERT-style geometric spans.",
-        enum=("token", "whole-word", "span"),
+        enum=MASKING_STRATEGIES,
     )
     mask_fraction: float = spec_field(
         0.8, doc="Share of selected tokens replaced by the mask token.", minimum=0.0, maximum=1.0
@@ -163,6 +177,19 @@ class MlmSpec:
     )
     mean_span_length: float = spec_field(3.0, doc="Mean span length for masking: span.", minimum=1.0)
     max_span_length: int = spec_field(10, doc="Longest span for masking: span.", minimum=1)
+
+    def cross_field_problems(self, name: Callable[[str], str]) -> list[str]:
+        """The bounds across fields (each field's own are declared with it); `name` spells a field in messages."""
+        out = []
+        total = self.mask_fraction + self.random_fraction
+        if total > 1.0 + 1e-9:
+            out.append(f"{name('mask_fraction')} + {name('random_fraction')} = {total:g} exceeds 1")
+        if self.mean_span_length > self.max_span_length:
+            out.append(
+                f"{name('mean_span_length')} = {self.mean_span_length:g} exceeds "
+                f"{name('max_span_length')} = {self.max_span_length}"
+            )
+        return out
 
 
 @dataclass(frozen=True)
@@ -355,17 +382,29 @@ def _parse_value(tp: Any, value: Any, path: str, problems: list[Problem]) -> Any
     return value
 
 
-def _check_constraints(f: dataclasses.Field[Any], value: Any, path: str, problems: list[Problem]) -> None:
-    meta = f.metadata
+def constraint_problems(f: dataclasses.Field[Any], value: Any) -> list[str]:
+    """What is wrong with `value` for field `f` by the enum and bounds declared in its `spec_field` (the one check
+    of them: parsing runs it, and so do classes built from a spec, such as the trainer's masking settings)."""
+    meta, out = f.metadata, []
     if value is None:
-        return
+        return out
     if meta.get("enum") and value not in meta["enum"]:
-        problems.append(Problem(path, f"{value!r} is not one of {', '.join(meta['enum'])}"))
+        out.append(f"{value!r} is not one of {', '.join(meta['enum'])}")
     lo, hi = meta.get("minimum"), meta.get("maximum")
     if lo is not None and (value < lo or (meta.get("exclusive_minimum") and value == lo)):
-        problems.append(Problem(path, f"must be {'>' if meta.get('exclusive_minimum') else '>='} {lo}, got {value}"))
-    if hi is not None and value > hi:
-        problems.append(Problem(path, f"must be <= {hi}, got {value}"))
+        out.append(f"must be {'>' if meta.get('exclusive_minimum') else '>='} {lo}, got {value}")
+    if hi is not None and (value > hi or (meta.get("exclusive_maximum") and value == hi)):
+        out.append(f"must be {'<' if meta.get('exclusive_maximum') else '<='} {hi}, got {value}")
+    return out
+
+
+def field_problems(spec: Any) -> list[tuple[str, str]]:
+    """(Python field name, message) for every field of a spec dataclass outside its declared enum or bounds."""
+    return [(f.name, msg) for f in dataclasses.fields(spec) for msg in constraint_problems(f, getattr(spec, f.name))]
+
+
+def _check_constraints(f: dataclasses.Field[Any], value: Any, path: str, problems: list[Problem]) -> None:
+    problems.extend(Problem(path, message) for message in constraint_problems(f, value))
 
 
 def _parse_dataclass(cls: type, data: Any, path: str, problems: list[Problem]) -> Any:
@@ -546,14 +585,9 @@ def semantic_problems(spec: PretrainJobSpec, path: str = "spec") -> list[Problem
                 )
             )
 
-    mlm = spec.objective.mlm
-    if mlm.mask_fraction + mlm.random_fraction > 1.0:
-        out.append(
-            Problem(
-                f"{path}.objective.mlm",
-                f"maskFraction + randomFraction = {mlm.mask_fraction + mlm.random_fraction:g} exceeds 1",
-            )
-        )
+    mlm_names = {f.name: yaml_name(f) for f in dataclasses.fields(MlmSpec)}
+    for message in spec.objective.mlm.cross_field_problems(mlm_names.__getitem__):
+        out.append(Problem(f"{path}.objective.mlm", message))
 
     t = spec.training
     world = spec.workers.world_size

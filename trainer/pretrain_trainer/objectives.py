@@ -24,17 +24,19 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 
 import numpy as np
 import torch
 from tokenizers import Tokenizer, models
 
+from pretrain_trainer.config import MASKING_STRATEGIES, MlmSpec, field_problems
+
 IGNORE_INDEX = -100
 """Label of positions that carry no loss (Hugging Face and `torch.nn.functional.cross_entropy` default)."""
 
-STRATEGIES = ("token", "whole-word", "span")
+STRATEGIES = MASKING_STRATEGIES
 MASK_TOKEN_CANDIDATES = ("[MASK]", "<mask>")
 PAD_TOKEN_CANDIDATES = ("[PAD]", "<pad>", "<|pad|>")
 _WORD_MARKERS = ("Ġ", "▁")  # byte-level BPE's space byte, SentencePiece/Metaspace's space marker
@@ -241,44 +243,37 @@ def causal_lm_batch(window: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor
 # --------------------------------------------------------------------------------------------------- masked LM
 
 
+_MLM = MlmSpec()
+# MaskingConfig calls the spec's `masking` by what it selects with: its strategy.
+_SPEC_FIELD = {"strategy": "masking"}
+_FIELD_NAME = {spec: name for name, spec in _SPEC_FIELD.items()}
+
+
 @dataclass(frozen=True)
 class MaskingConfig:
-    """How masked-LM targets are chosen and corrupted."""
+    """How masked-LM targets are chosen and corrupted: the job's `MlmSpec` (`from_spec`), whose defaults, docs
+    and bounds it takes, in the names the masking code uses."""
 
-    probability: float = 0.15
-    """Share of the maskable (non-special) tokens chosen as targets, in (0, 1)."""
-    strategy: str = "token"
-    """token, whole-word or span (see the module docstring)."""
-    mask_fraction: float = 0.8
-    """Of the chosen tokens: share replaced by the mask token."""
-    random_fraction: float = 0.1
-    """Of the chosen tokens: share replaced by a random non-special token. The rest keep their token."""
-    mean_span_length: float = 3.0
-    """span only: mean span length in words, of the distribution after clipping; in [1, max_span_length]."""
-    max_span_length: int = 10
-    """span only: longest span, in words."""
+    probability: float = _MLM.probability
+    strategy: str = _MLM.masking
+    mask_fraction: float = _MLM.mask_fraction
+    random_fraction: float = _MLM.random_fraction
+    mean_span_length: float = _MLM.mean_span_length
+    """span only: mean span length in words, of the distribution after clipping."""
+    max_span_length: int = _MLM.max_span_length
+
+    @classmethod
+    def from_spec(cls, spec: MlmSpec) -> MaskingConfig:
+        return cls(**{f.name: getattr(spec, _SPEC_FIELD.get(f.name, f.name)) for f in fields(cls)})
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy: {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
-        if not 0.0 < self.probability < 1.0:
-            raise ValueError(f"probability: must be in (0, 1), got {self.probability}")
-        for name in ("mask_fraction", "random_fraction"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name}: must be in [0, 1], got {value}")
-        if self.mask_fraction + self.random_fraction > 1.0 + 1e-9:
-            raise ValueError(
-                f"mask_fraction + random_fraction: must not exceed 1, got {self.mask_fraction} + {self.random_fraction}"
-            )
         if isinstance(self.max_span_length, bool) or not isinstance(self.max_span_length, int):
             raise ValueError(f"max_span_length: must be an integer, got {self.max_span_length!r}")
-        if self.max_span_length < 1:
-            raise ValueError(f"max_span_length: must be at least 1, got {self.max_span_length}")
-        if not 1.0 <= self.mean_span_length <= self.max_span_length:
-            raise ValueError(
-                f"mean_span_length: must be in [1, max_span_length={self.max_span_length}], got {self.mean_span_length}"
-            )
+        spec = MlmSpec(**{_SPEC_FIELD.get(f.name, f.name): getattr(self, f.name) for f in fields(self)})
+        problems = [f"{_FIELD_NAME.get(name, name)}: {message}" for name, message in field_problems(spec)]
+        problems += spec.cross_field_problems(lambda name: _FIELD_NAME.get(name, name))
+        if problems:
+            raise ValueError("; ".join(problems))
 
     @property
     def keep_fraction(self) -> float:

@@ -103,15 +103,7 @@ class Trainer:
                 require_mask(self.roles)
             except ValueError as err:
                 raise ValueError(f"spec.tokenizer.uri: {self.tokenizer.uri}: {err}") from err
-            mlm = self.spec.objective.mlm
-            self.masking = MaskingConfig(
-                probability=mlm.probability,
-                strategy=mlm.masking,
-                mask_fraction=mlm.mask_fraction,
-                random_fraction=mlm.random_fraction,
-                mean_span_length=mlm.mean_span_length,
-                max_span_length=mlm.max_span_length,
-            )
+            self.masking = MaskingConfig.from_spec(self.spec.objective.mlm)
         # Open the data before building the model: a wrong URI or tokenizer fails in seconds, not minutes.
         self.train_set = ShardSet.open(self.spec.data.train, self.options, self.tokenizer.fingerprint)
         self.val_set = (
