@@ -16,12 +16,18 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## the main job: the whole data path on the bundled corpus with an embedded S3 endpoint
 	$(VENV)/bin/pretrainjob demo
 
-# promtool (Debian's prometheus package) checks the chart's alert rules in the tests.
+# promtool (Debian's prometheus package) checks the chart's alert rules in the tests; Debian's chromium renders
+# the corpus report page headless in the tests.
 tools:
 	@command -v promtool >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus) >/dev/null; \
 	  else echo "promtool missing: run 'sudo apt-get install prometheus' (Debian/Ubuntu)" >&2; exit 1; fi; }
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      chromium) >/dev/null; \
+	  else echo "chromium missing: run 'sudo apt-get install chromium' (Debian/Ubuntu)" >&2; exit 1; fi; }
 
 test: $(STAMP) tools  ## lint, then the whole test suite
 	$(VENV)/bin/ruff check .

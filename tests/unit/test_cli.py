@@ -126,7 +126,7 @@ def test_help_reads_well():
 
 
 def test_corpus_copies_the_committed_bundled_files_byte_for_byte(tmp_path):
-    out = run("corpus", "--output", str(tmp_path / "corpus"), check_rc=0).stdout
+    out = run("corpus", "bundled", "--output", str(tmp_path / "corpus"), check_rc=0).stdout
     copies = sorted((tmp_path / "corpus").iterdir())
     assert [p.name for p in copies] == [Path(p).name for p in CORPUS]
     for copy, original in zip(copies, CORPUS, strict=True):
@@ -154,5 +154,5 @@ def test_every_command_has_a_handler_and_building_the_parser_imports_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
-    for command in (["demo"], ["validate", "x.yaml"], ["train", "--config", "x"], ["corpus", "--output", "o"]):
+    for command in (["demo"], ["validate", "x.yaml"], ["train", "--config", "x"], ["corpus", "bundled", "--output", "o"]):
         assert callable(build_parser().parse_args(command).func)

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pretrain_trainer.commands import data, jobs, tokenizer
 from pretrain_trainer.commands.inputs import add_storage_flags
 from pretrain_trainer.commands.registry import CommandTree
+from pretrain_trainer.curation import report as corpus_report
 
 __all__ = ["EXIT_BAD_INPUT", "build_parser", "main"]
 
@@ -31,6 +32,7 @@ EXIT_BAD_INPUT = 2
 GROUPS = {
     "tokenizer": "train or audit a tokenizer",
     "data": "look into prepared shard sets",
+    "corpus": "know what is in a corpus, or write the bundled demo corpus",
 }
 
 #: Every command, in the order `pretrainjob --help` lists them: one line per command.
@@ -44,6 +46,7 @@ COMMANDS = (
     jobs.add_run,
     jobs.add_train,
     jobs.add_worker,
+    corpus_report.add_corpus_report,
     data.add_corpus,
     jobs.add_demo,
 )

@@ -1,4 +1,4 @@
-"""`pretrainjob prepare`, `pretrainjob data inspect` and `pretrainjob corpus`: corpora and token shards."""
+"""`pretrainjob prepare`, `pretrainjob data inspect` and `pretrainjob corpus bundled`: corpora and token shards."""
 
 from __future__ import annotations
 
@@ -119,5 +119,5 @@ def cmd_corpus(args: argparse.Namespace) -> int:
 
 
 def add_corpus(tree: CommandTree) -> None:
-    corpus = tree.add("corpus", cmd_corpus, help="write the bundled multilingual demo corpus to a folder")
+    corpus = tree.add("corpus bundled", cmd_corpus, help="write the bundled multilingual demo corpus to a folder")
     corpus.add_argument("--output", required=True, help="folder for one .jsonl file per language")
