@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import Callable
 
-from pretrain_trainer.corpus import load_bundled_documents
+from pretrain_trainer.bundled_corpus import load_bundled_documents
 
 NATURAL = ("en", "sv", "de", "fr", "el", "ru", "zh", "ja")
 

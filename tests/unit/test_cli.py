@@ -154,5 +154,6 @@ def test_every_command_has_a_handler_and_building_the_parser_imports_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
-    for command in (["demo"], ["validate", "x.yaml"], ["train", "--config", "x"], ["corpus", "bundled", "--output", "o"]):
+    commands = (["demo"], ["validate", "x.yaml"], ["train", "--config", "x"], ["corpus", "bundled", "--output", "o"])
+    for command in commands:
         assert callable(build_parser().parse_args(command).func)

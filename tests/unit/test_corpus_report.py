@@ -7,8 +7,8 @@ import random
 
 import pytest
 
+from pretrain_trainer.bundled_corpus import load_bundled_documents
 from pretrain_trainer.cli import main
-from pretrain_trainer.corpus import load_bundled_documents
 from pretrain_trainer.curation.page import render_page
 from tests.support.browser import images_loaded, render
 

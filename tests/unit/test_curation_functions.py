@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from pretrain_trainer.corpus import load_bundled_documents
+from pretrain_trainer.bundled_corpus import load_bundled_documents
 from pretrain_trainer.curation import pii
 from pretrain_trainer.curation.langid import CODE, UNDETERMINED, identify
 from pretrain_trainer.curation.neardup import NearDuplicateIndex, shingles
