@@ -57,7 +57,6 @@ from pretrain_trainer.data.shards import ShardSet
 from pretrain_trainer.distributed import DistEnv
 from pretrain_trainer.metrics import model_flops_per_token, peak_flops
 from pretrain_trainer.model import build_model
-from pretrain_trainer.objectives import TokenRoles
 from pretrain_trainer.optim import build_scheduler
 from pretrain_trainer.storage import StorageOptions
 from pretrain_trainer.tokenizer.load import load_tokenizer
@@ -311,12 +310,9 @@ def run_hf(args: argparse.Namespace, job: Job, windows: np.ndarray, device: torc
 
     transformers.logging.set_verbosity_error()
     spec = job.spec
-    tok = load_tokenizer(spec.tokenizer.uri, StorageOptions.from_env(**_storage_overrides(job)))
-    roles = TokenRoles.from_tokenizer(tok.tokenizer)
+    tok = load_tokenizer(spec.tokenizer.uri, StorageOptions.from_spec(spec.storage))
     torch.manual_seed(spec.training.seed)  # as Trainer.__init__ does before build_model: the same initial weights
-    model, info = build_model(
-        spec.model, "clm", tok.tokenizer, {"pad": roles.pad_id, "eos": tok.eos_id, "bos": tok.eos_id}
-    )
+    model, info = build_model(spec.model, "clm", tok.tokenizer, tok.model_token_ids())
     ends: list[float] = []
     losses: list[torch.Tensor] = []
 
@@ -390,11 +386,6 @@ def run_hf(args: argparse.Namespace, job: Job, windows: np.ndarray, device: torc
     )
     del trainer, model
     return result
-
-
-def _storage_overrides(job: Job) -> dict[str, Any]:
-    s = job.spec.storage
-    return {"endpoint_url": s.endpoint, "region": s.region} if s.endpoint else {}
 
 
 # ---------------------------------------------------------------------------------------------------- main

@@ -3,6 +3,8 @@ import json
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from pretrain_trainer.objectives import TokenRoles
+from pretrain_trainer.tokenizer.load import load_tokenizer
 from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec, build_normalizer, save_tokenizer
 from tests.support.data import bundled_texts, trained
 
@@ -73,3 +75,24 @@ def test_mlm_roles_reach_transformers(tmp_path):
     save_tokenizer(trained(spec), spec, str(tmp_path))
     auto = AutoTokenizer.from_pretrained(str(tmp_path))
     assert (auto.mask_token, auto.cls_token, auto.sep_token, auto.pad_token) == ("[MASK]", "[CLS]", "[SEP]", "[PAD]")
+
+
+@pytest.mark.parametrize(
+    ("objective", "model", "pad", "eos"),
+    [("clm", "bpe", "<|pad|>", "<|endoftext|>"), ("mlm", "wordpiece", "[PAD]", "[SEP]")],
+)
+def test_the_loaded_tokenizer_resolves_the_roles_that_the_model_and_the_objectives_use(
+    tmp_path, objective, model, pad, eos
+):
+    spec = TokenizerTrainingSpec(model=model, vocab_size=1000, objective=objective)
+    save_tokenizer(trained(spec), spec, str(tmp_path))
+    loaded = load_tokenizer(str(tmp_path))
+    ids = loaded.model_token_ids()
+    assert ids == {
+        "pad": loaded.tokenizer.token_to_id(pad),
+        "eos": loaded.tokenizer.token_to_id(eos),
+        "bos": ids["eos"],
+    }
+    roles = TokenRoles.from_tokenizer(loaded.tokenizer)
+    assert roles.pad_id == ids["pad"] is not None
+    assert (roles.mask_id is not None) == (objective == "mlm")

@@ -32,13 +32,12 @@ import torch
 from tokenizers import Tokenizer, models
 
 from pretrain_trainer.config import MASKING_STRATEGIES, MlmSpec, field_problems
+from pretrain_trainer.tokenizer.load import MASK_TOKEN_CANDIDATES, PAD_TOKEN_CANDIDATES, first_present
 
 IGNORE_INDEX = -100
 """Label of positions that carry no loss (Hugging Face and `torch.nn.functional.cross_entropy` default)."""
 
 STRATEGIES = MASKING_STRATEGIES
-MASK_TOKEN_CANDIDATES = ("[MASK]", "<mask>")
-PAD_TOKEN_CANDIDATES = ("[PAD]", "<pad>", "<|pad|>")
 _WORD_MARKERS = ("Ġ", "▁")  # byte-level BPE's space byte, SentencePiece/Metaspace's space marker
 
 
@@ -125,8 +124,8 @@ class TokenRoles:
                 raise ValueError(f"mask_token: {mask_token!r} is not in the tokenizer's vocabulary")
             mask_id: int | None = vocab[mask_token]
         else:
-            mask_id = next((vocab[t] for t in MASK_TOKEN_CANDIDATES if t in vocab), None)
-        pad_id = next((vocab[t] for t in PAD_TOKEN_CANDIDATES if t in vocab), None)
+            mask_id = first_present(tok, MASK_TOKEN_CANDIDATES)
+        pad_id = first_present(tok, PAD_TOKEN_CANDIDATES)
 
         model = tok.model
         prefix = getattr(model, "continuing_subword_prefix", None)

@@ -127,7 +127,7 @@ class Trainer:
             self.spec.model,
             self.spec.objective.type,
             self.tokenizer.tokenizer,
-            {"pad": self.roles.pad_id, "eos": self.tokenizer.eos_id, "bos": self.tokenizer.eos_id},
+            self.tokenizer.model_token_ids(),
             self.options,
         )
         positions = max_positions(model)

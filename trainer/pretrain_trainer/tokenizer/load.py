@@ -1,4 +1,7 @@
-"""Load a `tokenizer.json` from a path or URI, fingerprint it, and find its document separator (EOS)."""
+"""Load a `tokenizer.json` from a path or URI, fingerprint it, and resolve its special-token roles (EOS, PAD, MASK).
+
+The one place that knows which token plays which role: prepare, the objectives and the model build ask here.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,14 @@ from pretrain_trainer.storage import ObjectStore, StorageNotFound, StorageOption
 
 # Checked in this order when no tokenizer_config.json names the EOS token.
 EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "[SEP]", "<|end_of_text|>", "<|im_end|>")
+# The first of these in the vocabulary pads and masks (BERT's and RoBERTa's spellings, and ours for CLM).
+PAD_TOKEN_CANDIDATES = ("[PAD]", "<pad>", "<|pad|>")
+MASK_TOKEN_CANDIDATES = ("[MASK]", "<mask>")
+
+
+def first_present(tok: Tokenizer, candidates: tuple[str, ...]) -> int | None:
+    """The id of the first of `candidates` in the vocabulary (added tokens included), else None."""
+    return next((i for i in map(tok.token_to_id, candidates) if i is not None), None)
 
 
 def fingerprint(tokenizer_json: str) -> str:
@@ -33,6 +44,14 @@ class LoadedTokenizer:
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def pad_id(self) -> int | None:
+        return first_present(self.tokenizer, PAD_TOKEN_CANDIDATES)
+
+    def model_token_ids(self) -> dict[str, int | None]:
+        """The special ids a model's config takes: pad, eos, and bos = eos (packed documents follow an EOS)."""
+        return {"pad": self.pad_id, "eos": self.eos_id, "bos": self.eos_id}
 
 
 def _config_beside(store: ObjectStore, name: str) -> dict[str, object]:
