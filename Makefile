@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test tools lint bench clean
+.PHONY: demo test tools lint bench generate clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -32,6 +32,12 @@ tools:
 test: $(STAMP) tools  ## lint, then the whole test suite
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
+
+# Everything generated from a single source, rewritten in place; tests fail when a committed copy is stale.
+generate: $(STAMP)  ## the CRD (and the chart's copy) and README reference from config.py; the bundled corpus
+	$(PY) -m pretrain_operator.crd --write
+	$(PY) -m pretrain_operator.reference --write
+	$(PY) -m tools.bundled_corpus.generate
 
 bench: $(STAMP)  ## print throughput figures (see benchmarks/)
 	$(PY) benchmarks/prepare_throughput.py

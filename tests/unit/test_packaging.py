@@ -75,3 +75,22 @@ def test_the_corpus_generator_is_a_developer_tool_that_no_runtime_module_imports
             if isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
             assert not any(n == "tools" or n.startswith("tools.") for n in names), f"{path} imports {names}"
+
+
+def test_make_generate_regenerates_the_crd_the_reference_and_the_bundled_corpus():
+    recipe = (ROOT / "Makefile").read_text().split("\ngenerate:", 1)[1].split("\n\n", 1)[0]
+    commands = [line.strip() for line in recipe.splitlines()[1:]]
+    modules = [c.split(" -m ", 1)[1] for c in commands if c.startswith("$(PY) -m ")]
+    assert modules == [
+        "pretrain_operator.crd --write",
+        "pretrain_operator.reference --write",
+        "tools.bundled_corpus.generate",
+    ]
+
+
+def test_tests_readme_maps_every_test_file_to_its_feature():
+    table = (ROOT / "tests" / "README.md").read_text()
+    files = sorted(str(p.relative_to(ROOT / "tests")) for p in (ROOT / "tests").glob("*/test_*.py"))
+    assert files, "no test files found"
+    missing = [name for name in files if f"`{name}`" not in table]
+    assert not missing, f"add a row for each to tests/README.md: {missing}"
