@@ -129,6 +129,11 @@ ROWS = [
         "spec.objective.mlm",
         "operator",
     ),
+    # NaN passes every range check and cannot travel in JSON, but YAML has `.nan` and `.inf` (pretrainjob validate,
+    # the local runner): the typed parser refuses non-finite numbers in every float field.
+    ("min-lr-ratio-nan", {"spec.optimizer.minLrRatio": float("nan")}, "spec.optimizer.minLrRatio", "operator"),
+    ("learning-rate-infinite", {"spec.optimizer.lr": float("inf")}, "spec.optimizer.lr", "operator"),
+    ("grad-clip-minus-infinity", {"spec.optimizer.gradClip": float("-inf")}, "spec.optimizer.gradClip", "both"),
     ("label-value-not-a-string", {"spec.workers.labels": {"tier": 1}}, "spec.workers.labels", "schema"),
     ("pull-secret-not-a-name", {"spec.workers.imagePullSecrets": [{"name": "reg"}]}, "imagePullSecrets", "schema"),
 ]

@@ -161,3 +161,16 @@ def test_validate_prints_one_line_per_problem_with_file_and_field(tmp_path):
     assert f"{bad}: spec.optimizer.name: 'sgd' is not one of adamw, lamb" in lines
     assert f"{bad}: spec.optimizer.lr: must be > 0.0, got -1.0" in lines
     assert any(line.startswith(f"{tmp_path / 'missing.yaml'}: cannot read") for line in lines)
+
+
+def test_validate_refuses_nan_and_infinity_in_any_float_field(tmp_path):
+    """NaN passes every range check (all comparisons are False): `minLrRatio: .nan` once trained to "Succeeded"."""
+    bad = tmp_path / "nan.yaml"
+    text = yaml.safe_dump(_with("optimizer", {"lr": 1e-3}))
+    bad.write_text(text.replace("lr: 0.001", "lr: .inf\n  minLrRatio: .nan\n  weightDecay: -.inf"))
+    res = subprocess.run([EXE, "validate", str(bad)], capture_output=True, text=True)
+    assert res.returncode == 1
+    lines = res.stdout.strip().splitlines()
+    assert f"{bad}: spec.optimizer.minLrRatio: must be a finite number, got nan" in lines
+    assert f"{bad}: spec.optimizer.lr: must be a finite number, got inf" in lines
+    assert f"{bad}: spec.optimizer.weightDecay: must be a finite number, got -inf" in lines

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import typing
 from collections.abc import Callable
@@ -388,6 +389,9 @@ def constraint_problems(f: dataclasses.Field[Any], value: Any) -> list[str]:
     meta, out = f.metadata, []
     if value is None:
         return out
+    if isinstance(value, float) and not math.isfinite(value):
+        # NaN passes every range check (each comparison is False) and poisons training silently; inf is no bound.
+        return [f"must be a finite number, got {value}"]
     if meta.get("enum") and value not in meta["enum"]:
         out.append(f"{value!r} is not one of {', '.join(meta['enum'])}")
     lo, hi = meta.get("minimum"), meta.get("maximum")
