@@ -291,7 +291,7 @@ def test_fault_that_never_clears_ends_in_unavailable_after_exactly_max_attempts(
     assert faulty_s3.requests_seen == proxied.options.max_attempts == 4
     message = str(info.value)
     assert message.startswith(f"{proxied.uri}/k: GetObject still failing after 4 attempt(s)")
-    assert "SlowDown (HTTP 503)" in message and "max_attempts" in message
+    assert "SlowDown (HTTP 503)" in message and "spec.storage.retryTimeoutSeconds" in message
     retries = [r for r in caplog.records if r.name == "pretrain_trainer.storage"]
     assert [r.storage_attempt for r in retries] == [1, 2, 3]
     assert all(r.storage_uri == f"{proxied.uri}/k" and r.levelno == logging.WARNING for r in retries)

@@ -3,7 +3,7 @@
 Clients are pointed at the proxy and sign their requests for the proxy's host; the proxy forwards method,
 path, query, headers (Host included) and body to moto unchanged, and moto does not verify signatures.
 Faults are programmed per request: an S3 XML error, a connection reset, or a response whose body stops
-short of its Content-Length. Everything stays on loopback and is bounded (body size, record count,
+short of its Content-Length; or as an outage, a window of time in which every request fails (a brown-out). Everything stays on loopback and is bounded (body size, record count,
 socket timeouts).
 """
 
@@ -14,6 +14,7 @@ import ipaddress
 import socket
 import struct
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -82,6 +83,10 @@ class FaultyProxy:
         self._records: deque[SeenRequest] = deque(maxlen=MAX_RECORDS)
         self.requests_seen = 0
         self.faults_injected: dict[FaultKind, int] = {"fail": 0, "reset": 0, "truncate": 0}
+        # An armed outage: (seconds, trigger substring or None, status, code); once triggered, until when.
+        self._outage: tuple[float, str | None, int, str] | None = None
+        self._outage_until = 0.0
+        self.outage_started: float | None = None  # time.monotonic() when the last outage began
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -145,9 +150,25 @@ class FaultyProxy:
         """
         self._plan("truncate", n, 0, "", methods, path_contains)
 
+    def outage(
+        self, seconds: float, starting_on: str | None = None, status: int = 503, code: str = "ServiceUnavailable"
+    ) -> None:
+        """Fail every request for `seconds` with an S3 XML error: from now, or from the first request whose path
+        contains `starting_on` (that request fails too), so a test can place a brown-out at a chosen moment."""
+        with self._lock:
+            self._outage = (seconds, starting_on, status, code)
+            if starting_on is None:
+                self._start_outage()
+
+    def _start_outage(self) -> None:
+        assert self._outage is not None
+        self.outage_started = time.monotonic()
+        self._outage_until = self.outage_started + self._outage[0]
+
     def clear(self) -> None:
         """Drop all pending faults and zero the counters and the request record."""
         with self._lock:
+            self._outage, self._outage_until = None, 0.0
             self._faults.clear()
             self._records.clear()
             self.requests_seen = 0
@@ -181,9 +202,15 @@ class FaultyProxy:
     def _take(self, method: str, path: str, host: str) -> _Fault | None:
         with self._lock:
             self.requests_seen += 1
-            fault = next((f for f in self._faults if f.matches(method, path)), None)
+            if self._outage is not None and not self._outage_until and self._outage[1] in path:
+                self._start_outage()
+            if self._outage is not None and time.monotonic() < self._outage_until:
+                fault: _Fault | None = _Fault("fail", 1, self._outage[2], self._outage[3], None, None)
+            else:
+                fault = next((f for f in self._faults if f.matches(method, path)), None)
+                if fault is not None:
+                    fault.remaining -= 1
             if fault is not None:
-                fault.remaining -= 1
                 self.faults_injected[fault.kind] += 1
             self._records.append(SeenRequest(method, path, host, fault.kind if fault else None))
             return fault

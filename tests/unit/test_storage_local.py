@@ -313,6 +313,7 @@ def test_options_from_a_job_storage_spec_keep_the_environment_where_the_spec_is_
         "eu-north-1",
         "path",
     )
+    assert StorageOptions.from_spec(StorageSpec(retry_timeout_seconds=45), env).retry_timeout_s == 45.0
 
 
 def test_options_repr_never_shows_credentials():
@@ -412,7 +413,7 @@ def test_retry_loop_is_bounded_and_translates_permanent_errors(caplog):
     assert calls == 3 and len(sleeps) == 2
     assert (
         str(info.value)
-        == "s3://b/k: GetObject still failing after 3 attempt(s); last error: SlowDown (HTTP 503). Check it."
+        == "s3://b/k: GetObject still failing after 3 attempt(s) in 0.0 s; last error: SlowDown (HTTP 503). Check it."
     )
     assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING"]
 
@@ -428,3 +429,61 @@ def test_retry_loop_is_bounded_and_translates_permanent_errors(caplog):
             unavailable_hint="", sleep=sleeps.append,
         )  # fmt: skip
     assert len(sleeps) == 2
+
+
+class FakeClock:
+    """Time that passes only when the retry loop sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_a_brown_out_shorter_than_the_retry_budget_is_waited_out(caplog):
+    clock = FakeClock()
+    calls = 0
+
+    def down_for_40_seconds() -> str:
+        nonlocal calls
+        calls += 1
+        if clock.now < 40.0:
+            raise client_error("ServiceUnavailable", 503)
+        return "ok"
+
+    options = StorageOptions(retry_timeout_s=60.0)  # no attempt cap: only time bounds the retries
+    result = call_with_retry(
+        down_for_40_seconds, uri="s3://b/k", action="GetObject", options=options, translate=lambda e: None,
+        unavailable_hint="", sleep=clock.sleep, clock=lambda: clock.now,
+    )  # fmt: skip
+    assert result == "ok" and clock.now >= 40.0
+    assert calls > 10  # the old 5-attempt policy gave up after about 3 s of backoff
+    assert max(clock.sleeps) <= options.backoff_max_s
+
+
+def test_the_retry_budget_is_spent_to_the_second_then_unavailable_names_the_uri_and_the_spec_field():
+    clock = FakeClock()
+    options = StorageOptions(retry_timeout_s=30.0)
+    with pytest.raises(StorageUnavailable) as info:
+        call_with_retry(
+            lambda: (_ for _ in ()).throw(client_error("SlowDown", 503)), uri="s3://b/k", action="GetObject",
+            options=options, translate=lambda e: None, unavailable_hint="Raise spec.storage.retryTimeoutSeconds.",
+            sleep=clock.sleep, clock=lambda: clock.now,
+        )  # fmt: skip
+    assert clock.now == pytest.approx(30.0)  # the last backoff ends at the deadline, not before or after
+    assert str(info.value).startswith("s3://b/k: GetObject still failing after ")
+    assert " in 30.0 s; last error: SlowDown (HTTP 503). Raise spec.storage.retryTimeoutSeconds." in str(info.value)
+
+
+def test_a_zero_retry_budget_fails_at_the_first_transient_error():
+    clock = FakeClock()
+    with pytest.raises(StorageUnavailable, match="after 1 attempt"):
+        call_with_retry(
+            lambda: (_ for _ in ()).throw(client_error("SlowDown", 503)), uri="s3://b/k", action="GetObject",
+            options=StorageOptions(retry_timeout_s=0.0), translate=lambda e: None, unavailable_hint="",
+            sleep=clock.sleep, clock=lambda: clock.now,
+        )  # fmt: skip
+    assert clock.sleeps == []

@@ -284,6 +284,13 @@ class StorageSpec:
         "",
         doc="Name of a Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, passed to the pods as references only.",
     )
+    retry_timeout_seconds: int = spec_field(
+        300,
+        doc="How long a storage request is retried through transient faults (outage, throttling, a restarting "
+        "endpoint), with jittered exponential backoff, before the worker exits with a retryable code and the "
+        "operator restarts the gang (status: object store unavailable). 0: no retries.",
+        minimum=0,
+    )
 
 
 @dataclass(frozen=True)

@@ -85,8 +85,11 @@ class StorageOptions:
     addressing_style: str = "auto"
     """"path", "virtual" or "auto": path-style when `endpoint_url` is set (MinIO and other S3-compatible
     stores need it), else boto3's choice. From PRETRAIN_S3_ADDRESSING_STYLE."""
-    max_attempts: int = 5
-    """Attempts per request, the first included, before a transient fault becomes StorageUnavailable."""
+    retry_timeout_s: float = 300.0
+    """How long one request keeps being retried through transient faults (a brown-out, throttling, a restarting
+    endpoint) before it becomes StorageUnavailable. From the job's spec.storage.retryTimeoutSeconds."""
+    max_attempts: int | None = None
+    """Optional cap on attempts per request, the first included; None: only `retry_timeout_s` bounds retries."""
     backoff_base_s: float = 0.2
     """First retry waits up to this long; each further retry doubles the ceiling (full jitter)."""
     backoff_max_s: float = 5.0
@@ -105,9 +108,9 @@ class StorageOptions:
                 f"StorageOptions.addressing_style must be one of {', '.join(ADDRESSING_STYLES)}, "
                 f"got {self.addressing_style!r}"
             )
-        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
-            raise ValueError(f"StorageOptions.max_attempts must be an integer >= 1, got {self.max_attempts!r}")
-        for name in ("backoff_base_s", "backoff_max_s"):
+        if self.max_attempts is not None and (not isinstance(self.max_attempts, int) or self.max_attempts < 1):
+            raise ValueError(f"StorageOptions.max_attempts must be None or an integer >= 1, got {self.max_attempts!r}")
+        for name in ("retry_timeout_s", "backoff_base_s", "backoff_max_s"):
             value = getattr(self, name)
             if not _is_number(value) or value < 0:
                 raise ValueError(f"StorageOptions.{name} must be a finite number >= 0, got {value!r}")
@@ -155,8 +158,8 @@ class StorageOptions:
     @classmethod
     def from_spec(cls, spec: StorageSpec, environ: Mapping[str, str] | None = None) -> StorageOptions:
         """Options for a job's ``storage`` spec (the CLI's global flags fill one too): its endpoint, region and
-        addressing style where set, the environment's (`from_env`) where empty or ``auto``."""
-        overrides: dict[str, Any] = {}
+        addressing style where set, the environment's (`from_env`) where empty or ``auto``; its retry budget."""
+        overrides: dict[str, Any] = {"retry_timeout_s": float(spec.retry_timeout_seconds)}
         if spec.endpoint:
             overrides["endpoint_url"] = spec.endpoint
         if spec.region:

@@ -110,14 +110,17 @@ def call_with_retry(
     translate: Callable[[Exception], StorageError | None],
     unavailable_hint: str,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> T:
-    """Run `op` until it succeeds, a permanent error occurs, or `options.max_attempts` are spent.
+    """Run `op` until it succeeds, a permanent error occurs, or the retry budget is spent: `options.retry_timeout_s`
+    seconds since the first attempt (and `options.max_attempts`, when set).
 
     `translate` turns a permanent error into the StorageError to raise (None re-raises the original:
-    a bug in our code must not be disguised as a storage problem). After the last attempt of a transient
-    fault, StorageUnavailable names `uri`, `action`, the attempt count, the last error and
-    `unavailable_hint`.
+    a bug in our code must not be disguised as a storage problem). Once the budget is spent on a transient
+    fault, StorageUnavailable names `uri`, `action`, the attempts, the time spent, the last error and
+    `unavailable_hint`. The last backoff is shortened to end at the deadline, so the whole budget is used.
     """
+    started = clock()
     attempt = 1
     while True:
         try:
@@ -129,22 +132,24 @@ def call_with_retry(
                     raise
                 raise translated from exc
             label = error_label(exc)
-            if attempt >= options.max_attempts:
+            remaining = options.retry_timeout_s - (clock() - started)
+            if remaining <= 0 or (options.max_attempts is not None and attempt >= options.max_attempts):
                 raise StorageUnavailable(
                     uri,
-                    f"{action} still failing after {attempt} attempt(s); last error: {label}. {unavailable_hint}",
+                    f"{action} still failing after {attempt} attempt(s) in {clock() - started:.1f} s; last error: "
+                    f"{label}. {unavailable_hint}",
                 ) from exc
-            delay = backoff_delay(attempt, options.backoff_base_s, options.backoff_max_s)
+            delay = min(remaining, backoff_delay(attempt, options.backoff_base_s, options.backoff_max_s))
             # One quiet line per retry; the full error (which can quote request details) stays out of
             # the log and reaches the caller only if every attempt fails.
             log.warning(
-                "storage retry uri=%s action=%s attempt=%d/%d error=%s delay_s=%.3f",
+                "storage retry uri=%s action=%s attempt=%d error=%s delay_s=%.3f budget_left_s=%.1f",
                 uri,
                 action,
                 attempt,
-                options.max_attempts,
                 label,
                 delay,
+                remaining,
                 extra={"storage_uri": uri, "storage_attempt": attempt, "storage_error_code": label},
             )
             sleep(delay)

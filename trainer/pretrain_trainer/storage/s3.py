@@ -22,7 +22,6 @@ from pretrain_trainer.storage.base import (
     StorageError,
     StorageNotFound,
     StorageOptions,
-    StorageUnavailable,
     check_key,
     check_range,
     redact_url,
@@ -135,8 +134,8 @@ class S3Store(ObjectStore):
             action=action,
             options=self.options,
             translate=lambda exc: self._translate(exc, uri, action, permission),
-            unavailable_hint=f"Check that the S3 endpoint {self.endpoint} is reachable and healthy, "
-            "or raise StorageOptions.max_attempts.",
+            unavailable_hint=f"Check that the S3 endpoint {self.endpoint} is reachable and healthy; a longer "
+            "outage can be waited out by raising spec.storage.retryTimeoutSeconds.",
         )
 
     def _scrub(self, text: str) -> str:
@@ -186,8 +185,8 @@ class S3Store(ObjectStore):
                 f"no usable S3 credentials for {action} ({type(exc).__name__}). Set AWS_ACCESS_KEY_ID and "
                 "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or give the pod an IRSA role.",
             )
-        if isinstance(exc, bce.SSLError):
-            return StorageUnavailable(
+        if isinstance(exc, bce.SSLError):  # configuration, not an outage: permanent (see retry._PERMANENT_TYPES)
+            return StorageError(
                 uri,
                 f"TLS handshake with {self.endpoint} failed during {action}. Check the CA bundle "
                 "(AWS_CA_BUNDLE), or use http:// if the endpoint does not speak TLS.",
