@@ -297,6 +297,27 @@ def test_fault_that_never_clears_ends_in_unavailable_after_exactly_max_attempts(
     assert all(r.storage_uri == f"{proxied.uri}/k" and r.levelno == logging.WARNING for r in retries)
 
 
+def test_an_outage_shorter_than_the_retry_budget_is_waited_out_and_a_longer_one_ends_in_unavailable(
+    s3_env, s3_bucket, faulty_s3
+):
+    # Scaled down for CI: a 1.5 s outage against a 6 s budget, then a 3 s outage against a 1 s budget.
+    store = open_store(f"{s3_bucket}/o", s3_env.with_overrides(endpoint_url=faulty_s3.url, retry_timeout_s=6.0))
+    store.write("k", b"payload")
+    faulty_s3.outage(1.5)
+    started = time.monotonic()
+    assert store.read("k") == b"payload"
+    assert 1.5 <= time.monotonic() - started < 6.0
+    assert faulty_s3.faults_injected["fail"] >= 3
+
+    faulty_s3.clear()
+    short = open_store(f"{s3_bucket}/o", s3_env.with_overrides(endpoint_url=faulty_s3.url, retry_timeout_s=1.0))
+    faulty_s3.outage(3.0)
+    with pytest.raises(StorageUnavailable) as info:
+        short.read("k")
+    assert str(info.value).startswith(f"{s3_bucket}/o/k: GetObject still failing after ")
+    assert "ServiceUnavailable (HTTP 503)" in str(info.value)
+
+
 def test_unreachable_endpoint_fails_quickly_with_unavailable(s3_env):
     endpoint = f"http://127.0.0.1:{closed_port()}"
     store = open_store("s3://bucket/x", s3_env.with_overrides(endpoint_url=endpoint, max_attempts=3))

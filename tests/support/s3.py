@@ -3,8 +3,8 @@
 Clients are pointed at the proxy and sign their requests for the proxy's host; the proxy forwards method,
 path, query, headers (Host included) and body to moto unchanged, and moto does not verify signatures.
 Faults are programmed per request: an S3 XML error, a connection reset, or a response whose body stops
-short of its Content-Length; or as an outage, a window of time in which every request fails (a brown-out). Everything stays on loopback and is bounded (body size, record count,
-socket timeouts).
+short of its Content-Length; or as an outage, a window of time in which every request fails (a brown-out).
+Everything stays on loopback and is bounded (body size, record count, socket timeouts).
 """
 
 from __future__ import annotations
