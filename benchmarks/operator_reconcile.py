@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pretrain_operator import naming
-from pretrain_trainer.config import API_VERSION
+from pretrain_trainer.contract import API_VERSION, PLURAL
 from pretrain_trainer.launch import free_port
 from tests.support.kube_api import ApiServer
 
@@ -73,7 +73,7 @@ def run_round(api: ApiServer, metrics_port: int, pid: int, n_jobs: int, workers:
     started = time.perf_counter()
     for i in range(n_jobs):
         name = f"job-{i:04d}"
-        api.create(API_VERSION, "pretrainjobs", namespace, manifest(name, namespace, workers))
+        api.create(API_VERSION, PLURAL, namespace, manifest(name, namespace, workers))
         created[name] = time.perf_counter()
     submit_s = time.perf_counter() - started
     done: dict[str, float] = {}

@@ -50,7 +50,8 @@ import numpy as np
 import torch
 
 from pretrain_trainer.bundled_corpus import load_bundled_documents
-from pretrain_trainer.config import API_VERSION, Job, parse_job
+from pretrain_trainer.config import Job, parse_job
+from pretrain_trainer.contract import API_VERSION
 from pretrain_trainer.data.loader import StreamingLoader
 from pretrain_trainer.data.prepare import PrepareConfig, prepare
 from pretrain_trainer.data.shards import ShardSet

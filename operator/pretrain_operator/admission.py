@@ -12,15 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pretrain_trainer.config import (
-    API_VERSION,
-    KIND,
-    ConfigError,
-    PretrainJobSpec,
-    Problem,
-    parse_job,
-    to_dict,
-)
+from pretrain_trainer.config import ConfigError, PretrainJobSpec, Problem, parse_job, to_dict
+from pretrain_trainer.contract import API_VERSION, KIND
 
 MUTABLE_FIELDS = (
     "suspend",

@@ -1,10 +1,11 @@
 """Pure builders of a PretrainJob's child objects: the headless Service, the ConfigMap and the worker Pods.
 
 Each takes the job's identity and its checked spec and returns a manifest (a dict), owned by the job, so the
-garbage collector removes children with their job. The pods follow the worker contract of DESIGN.md: torchrun
-under `pretrainjob worker`, with the variables torchrun reads (PET_*) and those Kubeflow's PyTorchJob sets
-(MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK), stable hostnames under the Service, a memory-backed /dev/shm,
-and S3 credentials as references to a Secret only.
+garbage collector removes children with their job. The pods follow the worker contract (`pretrain_trainer.contract`
+and the README's "Worker pods"): torchrun's launcher as `pretrainjob worker`, with the variables torchrun reads
+(PET_*) and Kubeflow's MASTER_ADDR and MASTER_PORT, stable hostnames under the Service, a memory-backed /dev/shm,
+and S3 credentials as references to a Secret only. Each process's RANK and WORLD_SIZE are set once, by the
+launcher: a pod is a node, not a process.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Any
 
 import yaml
 
-from pretrain_trainer.config import API_VERSION, KIND, PretrainJobSpec, to_dict
+from pretrain_trainer import contract as c
+from pretrain_trainer.config import PretrainJobSpec, to_dict
+from pretrain_trainer.contract import API_VERSION, KIND
 
 from . import naming
 
@@ -63,7 +66,7 @@ def build_service(job: JobRef) -> dict[str, Any]:
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
             "selector": naming.selector(job.name),
-            "ports": [{"name": "rendezvous", "port": naming.RENDEZVOUS_PORT, "targetPort": naming.RENDEZVOUS_PORT}],
+            "ports": [{"name": "rendezvous", "port": c.RENDEZVOUS_PORT, "targetPort": c.RENDEZVOUS_PORT}],
         },
     }
 
@@ -98,26 +101,21 @@ def _env(job: JobRef, spec: PretrainJobSpec, index: int, attempt: int) -> list[d
     addr = naming.master_addr(job.name, job.namespace)
     plain = {
         # torchrun reads its arguments from PET_* (static rendezvous on worker 0), as in Kubeflow's PyTorchJob.
-        "PET_NNODES": workers.replicas,
-        "PET_NPROC_PER_NODE": workers.procs_per_worker,
-        "PET_NODE_RANK": index,
-        "PET_MASTER_ADDR": addr,
-        "PET_MASTER_PORT": naming.RENDEZVOUS_PORT,
-        "PET_RDZV_ID": f"{job.uid or job.name}-{attempt}",
-        # The operator restarts the whole gang; torchrun must not restart processes on its own.
-        "PET_MAX_RESTARTS": 0,
-        # What scripts written for Kubeflow read; torchrun sets the per-process values for its children.
-        "MASTER_ADDR": addr,
-        "MASTER_PORT": naming.RENDEZVOUS_PORT,
-        "WORLD_SIZE": workers.world_size,
-        "RANK": index,
+        c.PET_NNODES: workers.replicas,
+        c.PET_NPROC_PER_NODE: workers.procs_per_worker,
+        c.PET_NODE_RANK: index,
+        c.PET_MASTER_ADDR: addr,
+        c.PET_MASTER_PORT: c.RENDEZVOUS_PORT,
+        c.PET_RDZV_ID: f"{job.uid or job.name}-{attempt}",
+        # What scripts written for Kubeflow read (the launcher sets the same values for its processes, with
+        # their RANK and WORLD_SIZE).
+        c.MASTER_ADDR: addr,
+        c.MASTER_PORT: c.RENDEZVOUS_PORT,
         "PYTHONUNBUFFERED": 1,
-        "PRETRAIN_RUN_DIR": naming.RUN_DIR,
-        "PRETRAIN_TERMINATION_LOG": naming.TERMINATION_LOG,
-        "PRETRAIN_ATTEMPT": attempt,
+        c.PRETRAIN_RUN_DIR: naming.RUN_DIR,
+        c.PRETRAIN_TERMINATION_LOG: naming.TERMINATION_LOG,
     }
     env: list[dict[str, Any]] = [{"name": k, "value": str(v)} for k, v in plain.items()]
-    env.append({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
     if spec.storage.credentials_secret:
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             ref = {"name": spec.storage.credentials_secret, "key": key}
@@ -147,7 +145,7 @@ def build_pod(job: JobRef, spec: PretrainJobSpec, index: int, attempt: int, imag
     annotations = dict(workers.annotations)
     if naming.KUEUE_QUEUE_LABEL in job.labels:
         annotations[naming.KUEUE_COUNT_ANNOTATION] = str(workers.replicas)
-    ports = [{"name": "rendezvous", "containerPort": naming.RENDEZVOUS_PORT}]
+    ports = [{"name": "rendezvous", "containerPort": c.RENDEZVOUS_PORT}]
     if spec.metrics.port:
         ports.append({"name": "metrics", "containerPort": spec.metrics.port})
     container: dict[str, Any] = {

@@ -18,16 +18,9 @@ from typing import Any
 
 import yaml
 
-from pretrain_trainer.config import (
-    API_GROUP,
-    KIND,
-    MAX_NAME_LENGTH,
-    PretrainJobSpec,
-    yaml_name,
-)
+from pretrain_trainer.config import PretrainJobSpec, yaml_name
+from pretrain_trainer.contract import API_GROUP, KIND, MAX_NAME_LENGTH, PHASES, PLURAL, VERSION, WORKER_POD_INFIX
 
-VERSION = "v1alpha1"
-PLURAL = "pretrainjobs"
 SINGULAR = "pretrainjob"
 SHORT_NAMES = ["pj"]
 # `kubectl get pretrain` lists every job; "all" puts them in `kubectl get all` next to the pods they own.
@@ -115,7 +108,7 @@ def _condition_schema() -> dict[str, Any]:
         "type": "object",
         "required": ["type", "status"],
         "properties": {
-            "type": {"type": "string", "description": "Running, Restarting, Suspended, Succeeded, Failed, ..."},
+            "type": {"type": "string", "description": ", ".join(PHASES[1:]) + ", ..."},
             "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
             "reason": {"type": "string", "description": "CamelCase reason, e.g. WorkerFailed, InvalidSpec."},
             "message": {"type": "string", "description": "What happened, for people."},
@@ -128,7 +121,7 @@ def _condition_schema() -> dict[str, Any]:
 STATUS_FIELDS: dict[str, dict[str, Any]] = {
     "phase": {
         "type": "string",
-        "enum": ["Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed"],
+        "enum": list(PHASES),
         "description": "Where the job is in its life.",
     },
     "conditions": {
@@ -183,12 +176,12 @@ def build_crd() -> dict[str, Any]:
             "spec": spec_schema,
             "status": {"type": "object", "properties": STATUS_FIELDS},
         },
-        # Pod names are <job>-worker-<index> and must stay 63-character DNS labels.
+        # Pod names are <job>-worker-<index> (contract.pod_name) and must stay 63-character DNS labels.
         "x-kubernetes-validations": [
             {
                 "rule": f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
-                "message": f"metadata.name: at most {MAX_NAME_LENGTH} characters, so that <name>-worker-<index> "
-                "stays a valid 63-character DNS label",
+                "message": f"metadata.name: at most {MAX_NAME_LENGTH} characters, so that "
+                f"<name>{WORKER_POD_INFIX}<index> stays a valid 63-character DNS label",
             }
         ],
     }

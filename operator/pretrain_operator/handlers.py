@@ -20,10 +20,9 @@ from typing import Any
 import aiohttp
 import kopf
 
-from pretrain_trainer.config import API_GROUP
+from pretrain_trainer.contract import API_GROUP, METRICS_PORT, PLURAL, VERSION
 
 from . import naming
-from .crd import PLURAL, VERSION
 from .kube import CONFIG_MAPS, JOBS, PODS, SERVICES, ApiError, KubeClient, merge_patch
 from .lifecycle import Plan, Settings, plan
 from .metrics import OperatorMetrics
@@ -122,7 +121,7 @@ class Runtime:
         return [p for p in pods if (p["metadata"].get("labels") or {}).get(naming.JOB_LABEL) == name]
 
     async def _progress(self, job: dict[str, Any], pods: list[dict[str, Any]]) -> dict[str, Any] | None:
-        port = ((job.get("spec") or {}).get("metrics") or {}).get("port", 9400)
+        port = ((job.get("spec") or {}).get("metrics") or {}).get("port", METRICS_PORT)
         rank0 = next((p for p in pods if (p["metadata"].get("labels") or {}).get(naming.INDEX_LABEL) == "0"), {})
         status = rank0.get("status") or {}
         if not port or not status.get("podIP") or status.get("phase") != "Running":

@@ -25,9 +25,7 @@ from typing import Any
 import aiohttp
 import kopf
 
-from pretrain_trainer.config import API_GROUP
-
-from .crd import PLURAL, VERSION
+from pretrain_trainer.contract import API_GROUP, PLURAL, VERSION
 
 
 @dataclass(frozen=True)

@@ -20,15 +20,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pretrain_trainer.config import PretrainJobSpec
+from pretrain_trainer.contract import PENDING, PHASES, PROGRESS_KEYS
 
 from . import children
 from .admission import admit
 from .conditions import get_condition, set_condition
 from .workers import Worker, parse_time, read_worker
 
-PHASE_CONDITIONS = ("Running", "Restarting", "Suspended", "Succeeded", "Failed")
-# Keys of the trainer's termination message (and of progress scrapes) that go into the status as they are.
-PROGRESS_KEYS = ("step", "tokensSeen", "loss", "tokensPerSecond", "lastCheckpoint", "lastCheckpointTime")
+# Every phase but Pending has a condition of its name.
+PHASE_CONDITIONS = tuple(phase for phase in PHASES if phase != PENDING)
 
 
 @dataclass(frozen=True)

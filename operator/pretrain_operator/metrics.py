@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-PHASES = ("Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed")
+from pretrain_trainer.contract import PHASES
 
 OPERATOR_METRIC_NAMES: tuple[str, ...] = (
     "pretrain_operator_jobs",
@@ -97,4 +97,4 @@ class OperatorMetrics:
         start_http_server(port, addr=addr, registry=self.registry)
 
 
-__all__ = ["OPERATOR_METRIC_NAMES", "PHASES", "OperatorMetrics"]
+__all__ = ["OPERATOR_METRIC_NAMES", "OperatorMetrics"]

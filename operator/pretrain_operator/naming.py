@@ -1,4 +1,5 @@
-"""Names and labels of a PretrainJob's children: the one place that knows how they are spelled.
+"""Names and labels of a PretrainJob's children: the one place that knows how they are spelled (the worker pods'
+names, which the trainer's name check knows too, come from `pretrain_trainer.contract`).
 
 <job>                      headless Service (the pods' DNS subdomain)
 <job>-config               ConfigMap with the trainer's job.yaml
@@ -7,7 +8,7 @@
 
 from __future__ import annotations
 
-from pretrain_trainer.config import API_GROUP
+from pretrain_trainer.contract import API_GROUP, pod_name
 
 MANAGED_BY = "pretrain-operator"
 JOB_LABEL = f"{API_GROUP}/job-name"
@@ -18,7 +19,6 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 KUEUE_GROUP_LABEL = "kueue.x-k8s.io/pod-group-name"
 KUEUE_COUNT_ANNOTATION = "kueue.x-k8s.io/pod-group-total-count"
 
-RENDEZVOUS_PORT = 29500  # torchrun's default, and Kubeflow Trainer v2's
 CONFIG_DIR = "/etc/pretrainjob"
 CONFIG_FILE = "job.yaml"
 TERMINATION_LOG = "/dev/termination-log"
@@ -31,10 +31,6 @@ def service_name(job: str) -> str:
 
 def config_map_name(job: str) -> str:
     return f"{job}-config"
-
-
-def pod_name(job: str, index: int) -> str:
-    return f"{job}-worker-{index}"
 
 
 def master_addr(job: str, namespace: str) -> str:

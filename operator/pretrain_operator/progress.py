@@ -15,19 +15,21 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from pretrain_trainer import contract as c
+
 log = logging.getLogger(__name__)
 
 # trainer metric → status field
 FIELDS = {
-    "pretrain_step": "step",
-    "pretrain_loss": "loss",
-    "pretrain_tokens_per_second": "tokensPerSecond",
-    "pretrain_last_checkpoint_step": "lastCheckpoint",
-    "pretrain_last_checkpoint_timestamp_seconds": "lastCheckpointTime",
+    "pretrain_step": c.STEP,
+    "pretrain_loss": c.LOSS,
+    "pretrain_tokens_per_second": c.TOKENS_PER_SECOND,
+    "pretrain_last_checkpoint_step": c.LAST_CHECKPOINT,
+    "pretrain_last_checkpoint_timestamp_seconds": c.LAST_CHECKPOINT_TIME,
 }
 # tokensSeen is not read: pretrain_tokens_total restarts from 0 with the trainer; the status derives it from the
 # step (every step trains the same global batch, whatever the world size).
-INTEGERS = {"step", "lastCheckpoint"}
+INTEGERS = {c.STEP, c.LAST_CHECKPOINT}
 
 
 def parse_progress(text: str, job_name: str) -> dict[str, Any]:
@@ -43,15 +45,15 @@ def parse_progress(text: str, job_name: str) -> dict[str, Any]:
             value = sample.value
             if value != value or value in (float("inf"), float("-inf")):  # NaN/inf do not fit the schema
                 continue
-            if key == "lastCheckpointTime":
+            if key == c.LAST_CHECKPOINT_TIME:
                 if value > 0:
                     out[key] = datetime.fromtimestamp(value, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
             elif key in INTEGERS:
                 out[key] = int(value)
             else:
                 out[key] = round(value, 4)
-    if out.get("lastCheckpoint") == 0 and "lastCheckpointTime" not in out:
-        out.pop("lastCheckpoint")  # no checkpoint yet
+    if out.get(c.LAST_CHECKPOINT) == 0 and c.LAST_CHECKPOINT_TIME not in out:
+        out.pop(c.LAST_CHECKPOINT)  # no checkpoint yet
     return out
 
 

@@ -1,7 +1,8 @@
 """What a worker pod's status says: running, done, or failed, and why (a pure reading of Pod.status).
 
-Exit codes follow the trainer's contract (`python -m pretrain_trainer`): 0 done; 2 bad config or data, never
-worth a retry; 143 stopped by SIGTERM after a checkpoint (preemption, drain); anything else is worth a restart.
+Exit codes follow the trainer's contract (`pretrain_trainer.contract`): 0 done; EXIT_BAD_CONFIG (bad config or
+data) never worth a retry; EXIT_PREEMPTED stopped by SIGTERM after a checkpoint (preemption, drain); anything else
+is worth a restart.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pretrain_trainer.contract import EXIT_BAD_CONFIG, EXIT_PREEMPTED
+
 from . import naming
 
-EXIT_BAD_CONFIG = 2
-EXIT_PREEMPTED = 143
 # Waiting reasons that do not clear up on their own within the grace period.
 STUCK_REASONS = frozenset(
     {

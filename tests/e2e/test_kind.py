@@ -46,6 +46,7 @@ import helm_python as helm
 import pytest
 import yaml
 
+from pretrain_operator.crd import CRD_NAME
 from pretrain_trainer.storage import StorageOptions, open_store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,7 +62,6 @@ REQUIRED = os.environ.get("PRETRAIN_E2E_REQUIRED", "") not in ("", "0", "false")
 RELEASE = "pretrain-operator"
 OPERATOR_NAMESPACE = "pretrain-system"
 JOB_NAMESPACE = "pretrain-e2e"
-CRD_NAME = "pretrainjobs.pretrain-operator.dev"
 JOB_TIMEOUT_S = 15 * 60
 PREPARE_TIMEOUT_S = 10 * 60
 

@@ -21,7 +21,7 @@ import yaml
 
 from pretrain_operator import naming
 from pretrain_operator.lifecycle import Settings
-from pretrain_trainer.config import API_VERSION
+from pretrain_trainer.contract import API_VERSION, EXIT_BAD_CONFIG, PLURAL
 from pretrain_trainer.launch import free_port
 from tests.support.kube_api import ApiServer
 from tests.support.operator_run import OperatorThread, wait_for
@@ -60,7 +60,7 @@ def manifest(name: str = "tiny", **spec: Any) -> dict[str, Any]:
 
 
 def job(api: ApiServer, name: str = "tiny") -> dict[str, Any]:
-    return api.get(API_VERSION, "pretrainjobs", NS, name)
+    return api.get(API_VERSION, PLURAL, NS, name)
 
 
 def phase(api: ApiServer, name: str = "tiny") -> str | None:
@@ -89,7 +89,7 @@ def reasons(api: ApiServer, name: str = "tiny") -> list[str]:
 
 
 def start(api: ApiServer, op: OperatorThread, **spec: Any) -> list[dict[str, Any]]:
-    api.create(API_VERSION, "pretrainjobs", NS, manifest(**spec))
+    api.create(API_VERSION, PLURAL, NS, manifest(**spec))
     return wait_for("2 worker pods", lambda: len(pods(api)) == 2 and pods(api), op=op)
 
 
@@ -165,7 +165,7 @@ def test_worker_failure_restarts_the_gang_then_fails_past_the_limit(api: ApiServ
 def test_bad_config_exit_code_fails_without_restart(api: ApiServer, operator: OperatorThread) -> None:
     created = start(api, operator)
     run_all(api, operator)
-    set_pod(api, created[0], "Failed", exit_code=2)
+    set_pod(api, created[0], "Failed", exit_code=EXIT_BAD_CONFIG)
     wait_for("Failed", lambda: phase(api) == "Failed", op=operator)
     assert job(api)["status"].get("restarts", 0) == 0
     assert "InvalidConfig" in reasons(api)
@@ -174,9 +174,9 @@ def test_bad_config_exit_code_fails_without_restart(api: ApiServer, operator: Op
 def test_suspend_stops_workers_and_resume_starts_a_new_gang(api: ApiServer, operator: OperatorThread) -> None:
     start(api, operator)
     run_all(api, operator)
-    api.patch(API_VERSION, "pretrainjobs", NS, "tiny", {"spec": {"suspend": True}})
+    api.patch(API_VERSION, PLURAL, NS, "tiny", {"spec": {"suspend": True}})
     wait_for("Suspended with no pods", lambda: phase(api) == "Suspended" and not pods(api), op=operator)
-    api.patch(API_VERSION, "pretrainjobs", NS, "tiny", {"spec": {"suspend": False}})
+    api.patch(API_VERSION, PLURAL, NS, "tiny", {"spec": {"suspend": False}})
     resumed = wait_for("new pods", lambda: len(pods(api)) == 2 and pods(api), op=operator)
     assert {p["metadata"]["labels"][naming.ATTEMPT_LABEL] for p in resumed} == {"2"}
     assert job(api)["status"].get("restarts", 0) == 0
@@ -186,7 +186,7 @@ def test_suspend_stops_workers_and_resume_starts_a_new_gang(api: ApiServer, oper
 def test_kueue_queue_label_reaches_the_pods(api: ApiServer, operator: OperatorThread) -> None:
     body = manifest()
     body["metadata"]["labels"] = {naming.KUEUE_QUEUE_LABEL: "gpu-queue"}
-    api.create(API_VERSION, "pretrainjobs", NS, body)
+    api.create(API_VERSION, PLURAL, NS, body)
     created = wait_for("pods", lambda: len(pods(api)) == 2 and pods(api), op=operator)
     for pod in created:
         assert pod["metadata"]["labels"][naming.KUEUE_QUEUE_LABEL] == "gpu-queue"
@@ -208,14 +208,14 @@ def test_completion_sets_succeeded_then_ttl_deletes_the_job(api: ApiServer, oper
 def test_deleting_the_job_deletes_its_children(api: ApiServer, operator: OperatorThread) -> None:
     start(api, operator)
     run_all(api, operator)
-    api.delete(API_VERSION, "pretrainjobs", NS, "tiny")
+    api.delete(API_VERSION, PLURAL, NS, "tiny")
     wait_for("job gone", lambda: job(api) is None, op=operator)
     assert not pods(api)
     assert api.get("v1", "configmaps", NS, "tiny-config") is None
 
 
 def test_invalid_spec_fails_with_the_field_named_and_creates_nothing(api: ApiServer, operator: OperatorThread) -> None:
-    api.create(API_VERSION, "pretrainjobs", NS, manifest(training={"globalBatchSamples": 7}))
+    api.create(API_VERSION, PLURAL, NS, manifest(training={"globalBatchSamples": 7}))
     wait_for("Failed", lambda: phase(api) == "Failed", op=operator)
     failed = next(c for c in job(api)["status"]["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "InvalidSpec"
@@ -229,11 +229,11 @@ def test_replicas_change_restarts_with_new_world_size_and_immutable_change_is_re
 ) -> None:
     start(api, operator)
     run_all(api, operator)
-    api.patch(API_VERSION, "pretrainjobs", NS, "tiny", {"spec": {"workers": {"replicas": 4}}})
+    api.patch(API_VERSION, PLURAL, NS, "tiny", {"spec": {"workers": {"replicas": 4}}})
     wait_for("4 pods", lambda: len(pods(api)) == 4, op=operator)
     assert job(api)["status"]["worldSize"] == 4 and job(api)["status"].get("restarts", 0) == 0
     assert "Resized" in reasons(api)
-    api.patch(API_VERSION, "pretrainjobs", NS, "tiny", {"spec": {"model": {"architecture": "llama"}}})
+    api.patch(API_VERSION, PLURAL, NS, "tiny", {"spec": {"model": {"architecture": "llama"}}})
     refused = wait_for(
         "SpecAccepted False",
         lambda: (

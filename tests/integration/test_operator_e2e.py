@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from pretrain_operator.lifecycle import Settings
-from pretrain_trainer.config import API_VERSION
+from pretrain_trainer.contract import API_VERSION, PLURAL
 from pretrain_trainer.launch import free_port
 from pretrain_trainer.storage import StorageOptions
 from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec
@@ -73,7 +73,7 @@ def job_manifest(tmp_path: Path, dataset: Dataset, endpoint: str, name: str, **s
 
 
 def status(api: ApiServer, name: str) -> dict[str, Any]:
-    return (api.get(API_VERSION, "pretrainjobs", NS, name) or {}).get("status", {})
+    return (api.get(API_VERSION, PLURAL, NS, name) or {}).get("status", {})
 
 
 def summary(kubelet: Kubelet, pod_name: str) -> dict[str, Any]:

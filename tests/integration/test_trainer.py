@@ -16,11 +16,12 @@ import torch
 
 from pretrain_trainer.checkpoint import CheckpointManager
 from pretrain_trainer.config import load_job
+from pretrain_trainer.contract import EXIT_PREEMPTED
 from pretrain_trainer.distributed import DistEnv
 from pretrain_trainer.launch import run_local
 from pretrain_trainer.storage import open_store
 from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec
-from pretrain_trainer.trainer import EXIT_PREEMPTED, Trainer
+from pretrain_trainer.trainer import Trainer
 from tests.support.jobs import make_dataset, write_job
 from tests.support.s3 import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
 

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from pretrain_trainer.bundled_corpus import bundled_corpus_files
-from pretrain_trainer.config import API_VERSION
+from pretrain_trainer.contract import API_VERSION
 from pretrain_trainer.data.prepare import PrepareConfig, prepare
 from pretrain_trainer.storage import StorageOptions
 from pretrain_trainer.storage.local_s3 import ensure_bucket

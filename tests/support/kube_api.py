@@ -29,9 +29,9 @@ import attrs
 import kmock
 from kmock._internal import enums, rendering
 
-from pretrain_operator.crd import CATEGORIES, PLURAL, SHORT_NAMES, VERSION
+from pretrain_operator.crd import CATEGORIES, SHORT_NAMES
 from pretrain_operator.kube import merge_patch
-from pretrain_trainer.config import API_GROUP, KIND
+from pretrain_trainer.contract import API_GROUP, KIND, PLURAL, VERSION
 
 RESOURCES: dict[str, kmock.ResourceInfo] = {
     f"{API_GROUP}/{VERSION}/{PLURAL}": kmock.ResourceInfo(

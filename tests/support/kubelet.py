@@ -8,8 +8,8 @@ does. Deleting a pod sends SIGTERM to its processes, SIGKILL after terminationGr
 the pod (delete with grace 0).
 
 Pods are loopback processes, so names are mapped as a cluster network would: the job's rendezvous host
-(`<job>-worker-0.<job>.<ns>.svc`) resolves to 127.0.0.1, and the rendezvous port 29500 becomes a free port
-per gang, since all pods share one network namespace here.
+(`<job>-worker-0.<job>.<ns>.svc`) resolves to 127.0.0.1, and the rendezvous port (contract.RENDEZVOUS_PORT)
+becomes a free port per gang, since all pods share one network namespace here.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pretrain_operator import naming
+from pretrain_trainer.contract import RENDEZVOUS_PORT
 from pretrain_trainer.launch import free_port
 from tests.support.kube_api import ApiServer
 
@@ -171,7 +172,7 @@ class Kubelet:
         for item in container.get("env", []):
             if "value" in item:
                 value = item["value"]
-                env[item["name"]] = str(port) if value == str(naming.RENDEZVOUS_PORT) else local(value)
+                env[item["name"]] = str(port) if value == str(RENDEZVOUS_PORT) else local(value)
             elif "secretKeyRef" in item["valueFrom"]:
                 ref = item["valueFrom"]["secretKeyRef"]
                 secret = self.api.get("v1", "secrets", ns, ref["name"]) or {}

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from pretrain_operator.admission import check
-from pretrain_trainer.config import API_VERSION, KIND, ConfigError
+from pretrain_trainer.config import ConfigError
+from pretrain_trainer.contract import API_VERSION, KIND
 from tests.support.crd_schema import schema_errors
 
 BASE: dict[str, Any] = {

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pretrain_trainer.config import API_VERSION, ConfigError, load_jobs, parse_job, parse_spec, to_dict
+from pretrain_trainer.config import ConfigError, load_jobs, parse_job, parse_spec, to_dict
+from pretrain_trainer.contract import API_VERSION
 
 EXE = str(Path(sys.executable).with_name("pretrainjob"))
 

@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from pretrain_trainer.cli import build_parser
-from pretrain_trainer.config import API_VERSION, KIND, ConfigError, Job, parse_job
+from pretrain_trainer.config import ConfigError, Job, parse_job
+from pretrain_trainer.contract import API_VERSION, KIND
 from tests.support.crd_schema import schema_errors
 from tests.support.jobs import TINY_GPT
 

@@ -29,6 +29,7 @@ from kubernetes_validate.utils import latest_version
 
 from pretrain_operator import naming
 from pretrain_operator.main import parse_args
+from pretrain_trainer.contract import API_GROUP, PLURAL, VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "pretrain-operator"
@@ -92,8 +93,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 
 # What the operator does, resource by resource (apiGroup, resource) -> verbs; the chart must grant exactly this.
 NAMESPACED_PERMISSIONS = {
-    ("pretrain-operator.dev", "pretrainjobs"): {"get", "list", "watch", "patch", "update", "delete"},
-    ("pretrain-operator.dev", "pretrainjobs/status"): {"get", "patch", "update"},
+    (API_GROUP, PLURAL): {"get", "list", "watch", "patch", "update", "delete"},
+    (API_GROUP, f"{PLURAL}/status"): {"get", "patch", "update"},
     ("", "pods"): {"get", "list", "watch", "create", "delete", "patch"},
     ("", "services"): {"get", "list", "watch", "create", "delete", "patch"},
     ("", "configmaps"): {"get", "list", "watch", "create", "delete", "patch"},
@@ -486,9 +487,9 @@ def test_crd_is_files_crd_yaml_and_is_kept_when_the_release_is_uninstalled():
     annotations = crd["metadata"].pop("annotations")
     assert annotations == {"helm.sh/resource-policy": "keep"}
     assert crd == crd_file()
-    assert crd["spec"]["group"] == "pretrain-operator.dev"
-    assert crd["spec"]["names"]["plural"] == "pretrainjobs"
-    assert [v["name"] for v in crd["spec"]["versions"]] == ["v1alpha1"]
+    assert crd["spec"]["group"] == API_GROUP
+    assert crd["spec"]["names"]["plural"] == PLURAL
+    assert [v["name"] for v in crd["spec"]["versions"]] == [VERSION]
 
 
 def test_crds_install_false_leaves_the_crd_to_the_cluster_admin():
@@ -528,7 +529,7 @@ def test_pod_monitor_scrapes_rank_zero_workers_in_every_watched_namespace():
     assert selector == {
         "app.kubernetes.io/managed-by": "pretrain-operator",
         "app.kubernetes.io/component": "worker",
-        "pretrain-operator.dev/replica-index": "0",
+        naming.INDEX_LABEL: "0",
     }
     # The labels the operator puts on a job's rank-0 worker pod match; rank 1 does not.
     rank0 = naming.common_labels("demo", "worker") | {naming.INDEX_LABEL: "0"}

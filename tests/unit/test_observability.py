@@ -31,7 +31,8 @@ from typing import Any
 import pytest
 import yaml
 
-from pretrain_operator.metrics import OPERATOR_METRIC_NAMES, PHASES, OperatorMetrics
+from pretrain_operator.metrics import OPERATOR_METRIC_NAMES, OperatorMetrics
+from pretrain_trainer.contract import PHASES
 from pretrain_trainer.metrics import METRIC_NAMES, TrainerMetrics
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,9 @@ import yaml
 
 from pretrain_operator import children, naming
 from pretrain_operator.admission import check
-from pretrain_trainer.config import API_VERSION, KIND, PretrainJobSpec, load_job
+from pretrain_trainer import contract as c
+from pretrain_trainer.config import PretrainJobSpec, load_job
+from pretrain_trainer.contract import API_VERSION, KIND, METRICS_PORT, RENDEZVOUS_PORT
 
 IMAGE = "registry.example/trainer:1.2.3"
 SECRET = "s3-creds-6f1c"
@@ -117,16 +119,23 @@ def test_env_contract_for_torchrun_and_kubeflow_scripts(pods, index):
     assert env["PET_NPROC_PER_NODE"] == "8"
     assert env["PET_NODE_RANK"] == str(index)
     assert env["PET_MASTER_ADDR"] == master
-    assert env["PET_MASTER_PORT"] == "29500"
-    assert env["PET_MAX_RESTARTS"] == "0"  # the operator restarts the gang; torchrun must not
+    assert env["PET_MASTER_PORT"] == str(RENDEZVOUS_PORT)
     assert env["PET_RDZV_ID"] == f"{UID}-3"  # a fresh rendezvous per attempt
     assert env["MASTER_ADDR"] == master
-    assert env["MASTER_PORT"] == "29500"
-    assert env["WORLD_SIZE"] == "32"  # processes: replicas × procsPerWorker
-    assert env["RANK"] == str(index)  # the node rank; torchrun sets each process's own RANK
-    assert env["PRETRAIN_ATTEMPT"] == "3"
-    assert env["PRETRAIN_TERMINATION_LOG"] == naming.TERMINATION_LOG == container(pods[index])["terminationMessagePath"]
-    assert env_refs(pods[index])["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["MASTER_PORT"] == str(RENDEZVOUS_PORT)
+    assert env[c.PRETRAIN_TERMINATION_LOG] == naming.TERMINATION_LOG == container(pods[index])["terminationMessagePath"]
+    assert env[c.PRETRAIN_RUN_DIR] == naming.RUN_DIR
+
+
+@pytest.mark.parametrize("index", [0, 3])
+def test_pods_leave_per_process_variables_to_the_launcher(pods, index):
+    # A pod is a node of `procsPerWorker` processes: `pretrainjob worker` sets each one's RANK and WORLD_SIZE,
+    # and drops any it inherits. A pod-wide RANK would be the node's, which no process should ever read.
+    names = {e["name"] for e in container(pods[index])["env"]}
+    assert not names & {"RANK", "WORLD_SIZE", "LOCAL_RANK"}
+    # Nothing reads these: the launcher never restarts a process (the operator restarts the gang), and the
+    # attempt and pod name are in the pod's labels and hostname.
+    assert not names & {"PET_MAX_RESTARTS", "PRETRAIN_ATTEMPT", "POD_NAME"}
 
 
 def test_every_env_value_is_a_string(pods):
@@ -142,7 +151,7 @@ def test_master_addr_is_worker_zeros_hostname_under_the_service(pods):
 
 def test_rendezvous_and_metrics_ports_are_declared(pods):
     ports = {p["name"]: p["containerPort"] for p in container(pods[0])["ports"]}
-    assert ports == {"rendezvous": 29500, "metrics": 9400}
+    assert ports == {"rendezvous": RENDEZVOUS_PORT, "metrics": METRICS_PORT}  # the spec's default metrics port
 
 
 def test_metrics_port_zero_declares_no_metrics_port():
@@ -311,7 +320,7 @@ def test_service_is_headless_publishes_not_ready_addresses_and_selects_every_att
     assert service["metadata"]["name"] == "gpt-small"
     assert service["spec"]["clusterIP"] == "None"
     assert service["spec"]["publishNotReadyAddresses"] is True
-    assert service["spec"]["ports"] == [{"name": "rendezvous", "port": 29500, "targetPort": 29500}]
+    assert service["spec"]["ports"] == [{"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT}]
     selector = service["spec"]["selector"]
     assert selector
     for pod in [*pods, *children.build_pods(make_job(), check("gpt-small", "ml", SPEC), 7, IMAGE)]:

@@ -20,7 +20,8 @@ import yaml
 from kubernetes_validate.utils import all_versions
 
 from pretrain_operator import crd
-from pretrain_trainer.config import API_GROUP, KIND, MAX_NAME_LENGTH, PretrainJobSpec, spec_field, yaml_name
+from pretrain_trainer.config import PretrainJobSpec, spec_field, yaml_name
+from pretrain_trainer.contract import API_GROUP, KIND, MAX_NAME_LENGTH, PLURAL, VERSION, pod_name
 
 REGENERATE = "run `python -m pretrain_operator.crd --write` to regenerate it"
 # Every Kubernetes minor version whose schemas kubernetes_validate ships (1.25 … 1.37 in the installed release).
@@ -182,19 +183,19 @@ def test_names_group_scope_and_version(built):
     spec = built["spec"]
     assert built["apiVersion"] == "apiextensions.k8s.io/v1"
     assert built["kind"] == "CustomResourceDefinition"
-    assert built["metadata"]["name"] == f"pretrainjobs.{API_GROUP}"
+    assert built["metadata"]["name"] == f"{PLURAL}.{API_GROUP}"
     assert spec["group"] == API_GROUP
     assert spec["scope"] == "Namespaced"
     assert spec["names"] == {
         "kind": KIND,
         "listKind": f"{KIND}List",
-        "plural": "pretrainjobs",
+        "plural": PLURAL,
         "singular": "pretrainjob",
         "shortNames": ["pj"],
         "categories": ["pretrain", "all"],
     }
     [version] = spec["versions"]
-    assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
+    assert (version["name"], version["served"], version["storage"]) == (VERSION, True, True)
 
 
 def test_status_is_a_subresource(built):
@@ -245,7 +246,7 @@ def test_printer_columns_point_at_fields_of_the_schema_with_matching_types(built
 def test_name_length_rule_keeps_pod_names_valid_dns_labels(built):
     [rule] = openapi_schema(built)["x-kubernetes-validations"]
     assert rule["rule"] == f"size(self.metadata.name) <= {MAX_NAME_LENGTH}"
-    assert len("x" * MAX_NAME_LENGTH + "-worker-9999") == 63
+    assert len(pod_name("x" * MAX_NAME_LENGTH, 9999)) == 63
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)

@@ -22,7 +22,7 @@ from pretrain_operator import children, naming
 from pretrain_operator.admission import check
 from pretrain_operator.conditions import get_condition
 from pretrain_operator.lifecycle import Plan, Settings, plan, timestamp, tokens_after
-from pretrain_trainer.config import API_VERSION, KIND
+from pretrain_trainer.contract import API_VERSION, EXIT_BAD_CONFIG, EXIT_PREEMPTED, KIND
 from pretrain_trainer.report import termination_record
 from tests.support.crd_schema import schema_errors
 from tests.support.jobs import deep_merge
@@ -72,7 +72,7 @@ def evicted() -> dict[str, Any]:
 
 
 def preempted() -> dict[str, Any]:
-    status = exited(143)
+    status = exited(EXIT_PREEMPTED)
     status["conditions"] = [
         {
             "type": "DisruptionTarget",
@@ -438,7 +438,7 @@ def test_max_restarts_zero_fails_at_the_first_failure():
 
 def test_bad_config_exit_code_fails_at_once_without_a_restart():
     cluster = started()
-    out = failed_once(cluster, index=0, status=exited(2, "ConfigError: spec.data.train: no index.json"))
+    out = failed_once(cluster, index=0, status=exited(EXIT_BAD_CONFIG, "ConfigError: spec.data.train: no index.json"))
     st = cluster.status
     assert st["phase"] == "Failed"
     assert st.get("restarts", 0) == 0
@@ -457,7 +457,7 @@ def test_bad_config_exit_code_fails_at_once_without_a_restart():
         pytest.param(exited(137), "Error", id="oom-killed-137"),
         pytest.param(evicted(), "Evicted", id="evicted"),
         pytest.param(preempted(), "PreemptionByScheduler", id="disruption-target"),
-        pytest.param(exited(143), "Preempted", id="sigterm-143"),
+        pytest.param(exited(EXIT_PREEMPTED), "Preempted", id="sigterm-143"),
     ],
 )
 def test_evictions_and_preemptions_count_as_failures(status, reason):
@@ -756,7 +756,7 @@ def test_resize_restarts_the_gang_with_the_new_world_size():
     assert cluster.status["worldSize"] == 4
     assert cluster.attempts() == {"2"}
     env = {e["name"]: e.get("value") for e in cluster.pods["demo-worker-3"]["spec"]["containers"][0]["env"]}
-    assert (env["PET_NNODES"], env["WORLD_SIZE"]) == ("4", "4")
+    assert (env["PET_NNODES"], env["PET_NPROC_PER_NODE"]) == ("4", "1")  # world size 4
     cluster.all_pods(running())
     cluster.reconcile()
     assert cluster.status["phase"] == "Running"

@@ -14,8 +14,9 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pretrain_operator.metrics import OPERATOR_METRIC_NAMES, PHASES, OperatorMetrics
+from pretrain_operator.metrics import OPERATOR_METRIC_NAMES, OperatorMetrics
 from pretrain_operator.progress import FIELDS, parse_progress
+from pretrain_trainer.contract import PHASES
 from pretrain_trainer.metrics import METRIC_NAMES, StepMetrics, TrainerMetrics
 
 

@@ -94,3 +94,20 @@ def test_tests_readme_maps_every_test_file_to_its_feature():
     assert files, "no test files found"
     missing = [name for name in files if f"`{name}`" not in table]
     assert not missing, f"add a row for each to tests/README.md: {missing}"
+
+
+def test_the_operator_and_the_contract_import_without_torch():
+    # The operator image has neither torch nor transformers: with both made unimportable, every operator module
+    # and the trainer modules it shares (the contract, the spec) must still import.
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "for blocked in ('torch', 'transformers', 'numpy'):\n"
+        "    sys.modules[blocked] = None\n"
+        "import pretrain_operator, pretrain_trainer.contract, pretrain_trainer.config\n"
+        "names = sorted(m.name for m in pkgutil.iter_modules(pretrain_operator.__path__, 'pretrain_operator.'))\n"
+        "for name in names:\n"
+        "    importlib.import_module(name)\n"
+        "print(' '.join(names))\n"
+    )
+    imported = _run(code, ROOT).split()
+    assert {"pretrain_operator.handlers", "pretrain_operator.lifecycle", "pretrain_operator.main"} <= set(imported)

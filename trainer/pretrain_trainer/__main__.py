@@ -5,9 +5,9 @@
     pretrainjob run job.yaml --local --nproc 2                        # local workers with a pod's environment
     pretrainjob train --config job.yaml                               # the same as python -m pretrain_trainer
 
-The config is a whole PretrainJob manifest or just its spec. Exit codes: 0 done; 2 bad config or data (do not
-retry: the operator marks the job Failed); 143 stopped by SIGTERM after a checkpoint (resume later); anything
-else is a failure worth a restart.
+The config is a whole PretrainJob manifest or just its spec. Exit codes (`pretrain_trainer.contract`): 0 done;
+EXIT_BAD_CONFIG (2) bad config or data (do not retry: the operator marks the job Failed); EXIT_PREEMPTED (143)
+stopped by SIGTERM after a checkpoint (resume later); anything else is a failure worth a restart.
 """
 
 from __future__ import annotations
@@ -19,7 +19,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-EXIT_BAD_CONFIG = 2
+from pretrain_trainer.contract import (
+    EXIT_BAD_CONFIG,
+    EXIT_OK,
+    EXIT_PREEMPTED,
+    PRETRAIN_LOG_LEVEL,
+    PRETRAIN_RUN_DIR,
+    PRETRAIN_TERMINATION_LOG,
+)
 
 
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +50,7 @@ def run_job(config: str, run_dir: str | None = None) -> int:
     Both ``python -m pretrain_trainer`` and ``pretrainjob train`` land here.
     """
     logging.basicConfig(
-        level=os.environ.get("PRETRAIN_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        level=os.environ.get(PRETRAIN_LOG_LEVEL, "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     # Quiet by default: one line per N steps from rank 0, warnings from everyone.
     logging.getLogger("pretrain_trainer.train").setLevel(
@@ -63,9 +70,9 @@ def run_job(config: str, run_dir: str | None = None) -> int:
     except (ConfigError, OSError) as err:
         print(f"pretrain_trainer: invalid config:\n{err}", file=sys.stderr)
         return EXIT_BAD_CONFIG
-    folder = Path(run_dir or os.environ.get("PRETRAIN_RUN_DIR") or f"runs/{job.name}")
+    folder = Path(run_dir or os.environ.get(PRETRAIN_RUN_DIR) or f"runs/{job.name}")
 
-    from pretrain_trainer.trainer import EXIT_PREEMPTED, train
+    from pretrain_trainer.trainer import train
 
     try:
         summary = train(job, DistEnv.from_env(), folder)
@@ -73,12 +80,12 @@ def run_job(config: str, run_dir: str | None = None) -> int:
         print(f"pretrain_trainer: cannot train job {job.name}: {err}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     _leave_termination_message(summary)
-    return EXIT_PREEMPTED if summary.preempted else 0
+    return EXIT_PREEMPTED if summary.preempted else EXIT_OK
 
 
 def _leave_termination_message(summary: object) -> None:
     """Global rank 0 writes its summary where Kubernetes reads the container's termination message."""
-    path = os.environ.get("PRETRAIN_TERMINATION_LOG")
+    path = os.environ.get(PRETRAIN_TERMINATION_LOG)
     if not path or os.environ.get("RANK", "0") != "0":
         return
     from dataclasses import asdict

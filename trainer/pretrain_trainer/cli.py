@@ -22,11 +22,10 @@ from collections.abc import Sequence
 from pretrain_trainer.commands import data, jobs, tokenizer
 from pretrain_trainer.commands.inputs import add_storage_flags
 from pretrain_trainer.commands.registry import CommandTree
+from pretrain_trainer.contract import EXIT_BAD_CONFIG
 from pretrain_trainer.curation import report as corpus_report
 
-__all__ = ["EXIT_BAD_INPUT", "build_parser", "main"]
-
-EXIT_BAD_INPUT = 2
+__all__ = ["build_parser", "main"]
 
 #: Help of the command groups, by path.
 GROUPS = {
@@ -82,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"pretrainjob: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_BAD_CONFIG
 
 
 if __name__ == "__main__":

@@ -24,11 +24,8 @@ from typing import Any
 
 import yaml
 
-API_GROUP = "pretrain-operator.dev"
-API_VERSION = f"{API_GROUP}/v1alpha1"
-KIND = "PretrainJob"
-# <name>-worker-<index> must stay a valid RFC 1035 label (63 characters) for up to 9999 workers.
-MAX_NAME_LENGTH = 63 - len("-worker-9999")
+from pretrain_trainer.contract import API_VERSION, KIND, MAX_NAME_LENGTH, METRICS_PORT, WORKER_POD_INFIX
+
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 # What each architecture is (and, for `scratch`, how many positions it has by default).
@@ -296,7 +293,7 @@ class StorageSpec:
 @dataclass(frozen=True)
 class MetricsSpec:
     port: int = spec_field(
-        9400, doc="Port of rank 0's Prometheus /metrics endpoint (0 disables).", minimum=0, maximum=65535
+        METRICS_PORT, doc="Port of rank 0's Prometheus /metrics endpoint (0 disables).", minimum=0, maximum=65535
     )
 
 
@@ -528,7 +525,7 @@ def name_problems(name: str) -> list[Problem]:
             Problem(
                 "metadata.name",
                 f"{len(name)} characters; at most {MAX_NAME_LENGTH}, so that "
-                f"'{name[:8]}…-worker-N' stays a valid 63-character DNS label",
+                f"'{name[:8]}…{WORKER_POD_INFIX}N' stays a valid 63-character DNS label",
             )
         ]
     if not NAME_RE.match(name):
@@ -662,8 +659,6 @@ def to_dict(obj: Any) -> Any:
 
 
 __all__ = [
-    "API_VERSION",
-    "KIND",
     "ConfigError",
     "Job",
     "PretrainJobSpec",

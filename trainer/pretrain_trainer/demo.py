@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from pretrain_trainer.bundled_corpus import bundled_corpus_files
-from pretrain_trainer.config import API_VERSION
+from pretrain_trainer.contract import API_VERSION, PRETRAIN_LOG_LEVEL
 from pretrain_trainer.data.loader import StreamingLoader
 from pretrain_trainer.data.prepare import PrepareConfig, prepare
 from pretrain_trainer.data.readers import read_documents
@@ -173,7 +173,7 @@ def run_demo(workdir: Path) -> int:
         credentials = {
             "AWS_ACCESS_KEY_ID": options.access_key_id or "",
             "AWS_SECRET_ACCESS_KEY": options.secret_access_key or "",
-            "PRETRAIN_LOG_LEVEL": "WARNING",
+            PRETRAIN_LOG_LEVEL: "WARNING",
         }
         code = run_local(str(job_file), None, run_dir, extra_env=credentials)
         if code != 0:

@@ -18,6 +18,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from pretrain_trainer.contract import MASTER_ADDR, MASTER_PORT, RENDEZVOUS_PORT
 from pretrain_trainer.launch import wait_for_host
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ class DistEnv:
     local_rank: int = 0
     world_size: int = 1
     master_addr: str = "127.0.0.1"
-    master_port: int = 29500
+    master_port: int = RENDEZVOUS_PORT
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DistEnv:
@@ -39,8 +40,8 @@ class DistEnv:
                 rank=int(env.get("RANK", 0)),
                 local_rank=int(env.get("LOCAL_RANK", 0)),
                 world_size=int(env.get("WORLD_SIZE", 1)),
-                master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
-                master_port=int(env.get("MASTER_PORT", 29500)),
+                master_addr=env.get(MASTER_ADDR, "127.0.0.1"),
+                master_port=int(env.get(MASTER_PORT, RENDEZVOUS_PORT)),
             )
         except ValueError as err:
             raise ValueError(f"RANK/LOCAL_RANK/WORLD_SIZE/MASTER_PORT must be integers: {err}") from err
@@ -67,11 +68,6 @@ def init(env: DistEnv, timeout_s: float = 1800.0) -> torch.device:
             timeout=timedelta(seconds=timeout_s),
         )
     return device
-
-
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
 
 
 def shutdown() -> None:

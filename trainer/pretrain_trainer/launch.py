@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from pretrain_trainer import contract
+
 # Variables a launcher sets; stale values inherited from an outer launcher are dropped before the contract's
 # own are set. (TORCHELASTIC_USE_AGENT_STORE in particular would make init_process_group wait for a store that
 # no agent hosts.)
@@ -49,8 +51,8 @@ _LAUNCHER_VARS = (
     "ROLE_RANK",
     "ROLE_WORLD_SIZE",
     "ROLE_NAME",
-    "MASTER_ADDR",
-    "MASTER_PORT",
+    contract.MASTER_ADDR,
+    contract.MASTER_PORT,
 )
 _LAUNCHER_PREFIXES = ("TORCHELASTIC_", "PET_")
 
@@ -113,22 +115,26 @@ def worker_env(
         ROLE_RANK=str(global_rank),
         ROLE_WORLD_SIZE=str(world),
         ROLE_NAME="default",
-        MASTER_ADDR=master_addr,
-        MASTER_PORT=str(master_port),
         TORCHELASTIC_RUN_ID=run_id,
         TORCHELASTIC_RESTART_COUNT="0",
         TORCHELASTIC_MAX_RESTARTS="0",
-        PET_NNODES=str(nnodes),
-        PET_NPROC_PER_NODE=str(nproc),
-        PET_NODE_RANK=str(node_rank),
-        PET_MASTER_ADDR=master_addr,
-        PET_MASTER_PORT=str(master_port),
         PYTHONUNBUFFERED="1",
+    )
+    env.update(
+        {
+            contract.MASTER_ADDR: master_addr,
+            contract.MASTER_PORT: str(master_port),
+            contract.PET_NNODES: str(nnodes),
+            contract.PET_NPROC_PER_NODE: str(nproc),
+            contract.PET_NODE_RANK: str(node_rank),
+            contract.PET_MASTER_ADDR: master_addr,
+            contract.PET_MASTER_PORT: str(master_port),
+        }
     )
     if not env.get("OMP_NUM_THREADS"):
         env["OMP_NUM_THREADS"] = str(max(1, (available_cpus() if cpus is None else cpus) // nproc))
     if run_dir is not None:
-        env["PRETRAIN_RUN_DIR"] = run_dir
+        env[contract.PRETRAIN_RUN_DIR] = run_dir
     return env
 
 
@@ -167,12 +173,12 @@ class Node:
     def from_env(cls, env: Mapping[str, str]) -> Node:
         try:
             return cls(
-                nnodes=int(env["PET_NNODES"]),
-                node_rank=int(env["PET_NODE_RANK"]),
-                nproc=int(env["PET_NPROC_PER_NODE"]),
-                master_addr=env["PET_MASTER_ADDR"],
-                master_port=int(env["PET_MASTER_PORT"]),
-                run_id=env.get("PET_RDZV_ID", "pretrainjob"),
+                nnodes=int(env[contract.PET_NNODES]),
+                node_rank=int(env[contract.PET_NODE_RANK]),
+                nproc=int(env[contract.PET_NPROC_PER_NODE]),
+                master_addr=env[contract.PET_MASTER_ADDR],
+                master_port=int(env[contract.PET_MASTER_PORT]),
+                run_id=env.get(contract.PET_RDZV_ID, "pretrainjob"),
             )
         except KeyError as err:
             raise ValueError(f"pretrainjob worker: {err.args[0]} is not set; the operator's pods set PET_*") from err
@@ -187,7 +193,7 @@ def run_worker(job_path: str, env: Mapping[str, str] | None = None, rendezvous_t
     env = os.environ if env is None else env
     node = Node.from_env(env)
     wait_for_host(node.master_addr, rendezvous_timeout_s)
-    return run_local(job_path, node.nproc, Path(env.get("PRETRAIN_RUN_DIR", "runs/worker")), node=node)
+    return run_local(job_path, node.nproc, Path(env.get(contract.PRETRAIN_RUN_DIR, "runs/worker")), node=node)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pretrain_trainer import contract as c
+
 
 def read_log(run_dir: Path) -> list[dict[str, object]]:
     path = run_dir / "train.jsonl"
@@ -62,11 +64,11 @@ def termination_record(summary: dict[str, object]) -> str:
     """The one-line JSON a pod's rank 0 leaves in its termination message: the operator reads the final
     progress from the pod's status (step, loss, tokens, last checkpoint) without a network call."""
     record = {
-        "step": summary["steps"],
-        "loss": summary["final_loss"],
-        "tokensSeen": summary["tokens_seen"],
-        "tokensPerSecond": round(float(summary["tokens_per_second"]), 1),  # type: ignore[arg-type]
-        "lastCheckpoint": summary.get("last_checkpoint_step"),
-        "preempted": summary.get("preempted", False),
+        c.STEP: summary["steps"],
+        c.LOSS: summary["final_loss"],
+        c.TOKENS_SEEN: summary["tokens_seen"],
+        c.TOKENS_PER_SECOND: round(float(summary["tokens_per_second"]), 1),  # type: ignore[arg-type]
+        c.LAST_CHECKPOINT: summary.get("last_checkpoint_step"),
+        c.PREEMPTED: summary.get("preempted", False),
     }
     return json.dumps({k: v for k, v in record.items() if v is not None and v == v})  # v == v drops NaN

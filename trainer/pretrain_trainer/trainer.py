@@ -41,8 +41,6 @@ from pretrain_trainer.tokenizer.load import LoadedTokenizer, load_tokenizer
 
 log = logging.getLogger("pretrain_trainer.train")
 
-EXIT_PREEMPTED = 143  # stopped by SIGTERM after writing a checkpoint: resume, do not count as a failure
-
 
 @dataclass
 class Summary:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pretrain_trainer.__main__ import add_job_arguments
 from pretrain_trainer.commands.registry import EXIT_FAILED_CHECK, CommandTree, default
+from pretrain_trainer.contract import EXIT_BAD_CONFIG, EXIT_PREEMPTED
 from pretrain_trainer.launch import run_worker
 
 
@@ -94,8 +95,8 @@ def add_worker(tree: CommandTree) -> None:
         help="what an operator-made pod runs: this node's trainer processes in a multi-node job",
         description="Read the node's place from PET_NNODES, PET_NODE_RANK, PET_NPROC_PER_NODE, PET_MASTER_ADDR and "
         "PET_MASTER_PORT (as torchrun does), wait until the rendezvous host resolves, then run the processes with "
-        "torchrun's environment. Exits with the first failing process's code (2: bad config, 143: checkpointed "
-        "after SIGTERM).",
+        "torchrun's environment. Exits with the first failing process's code "
+        f"({EXIT_BAD_CONFIG}: bad config, {EXIT_PREEMPTED}: checkpointed after SIGTERM).",
     )
     worker.add_argument("--config", required=True, help="PretrainJob manifest (the pod's ConfigMap)")
     worker.add_argument(

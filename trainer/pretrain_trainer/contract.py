@@ -1,0 +1,85 @@
+"""What the operator and the trainer agree on, in one place: the API's name, the worker pods' names, ports and
+environment, the trainer's exit codes, the job phases and the termination record's keys.
+
+Both sides import these names instead of spelling the values again, so a change here reaches both. Standard
+library only: the operator imports it, and the operator image has neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+# --- the API ------------------------------------------------------------------------------------------------------
+
+API_GROUP = "pretrain-operator.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{API_GROUP}/{VERSION}"
+KIND = "PretrainJob"
+PLURAL = "pretrainjobs"
+
+# --- worker pods ---------------------------------------------------------------------------------------------------
+
+WORKER_POD_INFIX = "-worker-"
+# Indices a pod name must have room for (the longest is MAX_WORKER_INDEX).
+MAX_WORKER_INDEX = 9999
+DNS_LABEL_LENGTH = 63  # RFC 1035: pod names are hostnames under the job's headless Service
+
+
+def pod_name(job: str, index: int) -> str:
+    """Worker pod `index` of `job` (also its hostname)."""
+    return f"{job}{WORKER_POD_INFIX}{index}"
+
+
+# Job names this long keep `pod_name(job, MAX_WORKER_INDEX)` a valid DNS label.
+MAX_NAME_LENGTH = DNS_LABEL_LENGTH - len(pod_name("", MAX_WORKER_INDEX))
+
+# --- ports ---------------------------------------------------------------------------------------------------------
+
+RENDEZVOUS_PORT = 29500  # torchrun's default, and Kubeflow Trainer v2's
+METRICS_PORT = 9400  # rank 0's Prometheus /metrics (spec.metrics.port's default)
+
+# --- environment of a worker pod -----------------------------------------------------------------------------------
+
+# torchrun's arguments as variables, the names Kubeflow's PyTorchJob uses; `pretrainjob worker` reads them. (No
+# PET_MAX_RESTARTS: the launcher never restarts a process; the operator restarts the whole gang.)
+PET_NNODES = "PET_NNODES"
+PET_NPROC_PER_NODE = "PET_NPROC_PER_NODE"
+PET_NODE_RANK = "PET_NODE_RANK"
+PET_MASTER_ADDR = "PET_MASTER_ADDR"
+PET_MASTER_PORT = "PET_MASTER_PORT"
+PET_RDZV_ID = "PET_RDZV_ID"
+# torchrun's rendezvous host and port of each process (the pods carry them too, for scripts written for Kubeflow).
+MASTER_ADDR = "MASTER_ADDR"
+MASTER_PORT = "MASTER_PORT"
+# The trainer's own.
+PRETRAIN_RUN_DIR = "PRETRAIN_RUN_DIR"  # local folder for logs and the summary
+PRETRAIN_TERMINATION_LOG = "PRETRAIN_TERMINATION_LOG"  # where global rank 0 leaves its termination record
+PRETRAIN_LOG_LEVEL = "PRETRAIN_LOG_LEVEL"
+
+# --- exit codes of a trainer process (and of `pretrainjob worker`, which passes them on) --------------------------
+
+EXIT_OK = 0
+EXIT_BAD_CONFIG = 2  # bad config or data: a restart cannot help, the operator marks the job Failed
+EXIT_PREEMPTED = 143  # 128 + SIGTERM: stopped after writing a checkpoint; resume, do not count as a failure
+
+# --- job phases (status.phase; the Running, Restarting, Suspended, Succeeded and Failed conditions too) -----------
+
+PENDING = "Pending"
+RUNNING = "Running"
+RESTARTING = "Restarting"
+SUSPENDED = "Suspended"
+SUCCEEDED = "Succeeded"
+FAILED = "Failed"
+PHASES = (PENDING, RUNNING, RESTARTING, SUSPENDED, SUCCEEDED, FAILED)
+FINISHED_PHASES = (SUCCEEDED, FAILED)
+
+# --- the termination record ----------------------------------------------------------------------------------------
+
+# Rank 0 leaves a one-line JSON object in its pod's termination message; the operator copies the progress keys into
+# the job's status under the same names (scrapes of rank 0's /metrics give the same keys).
+STEP = "step"
+LOSS = "loss"
+TOKENS_SEEN = "tokensSeen"
+TOKENS_PER_SECOND = "tokensPerSecond"
+LAST_CHECKPOINT = "lastCheckpoint"  # its step
+LAST_CHECKPOINT_TIME = "lastCheckpointTime"  # from /metrics only
+PREEMPTED = "preempted"  # in the record only: the exit code says it too
+PROGRESS_KEYS = (STEP, TOKENS_SEEN, LOSS, TOKENS_PER_SECOND, LAST_CHECKPOINT, LAST_CHECKPOINT_TIME)
