@@ -23,7 +23,7 @@ from pretrain_trainer.commands import data, jobs, tokenizer
 from pretrain_trainer.commands.inputs import add_storage_flags
 from pretrain_trainer.commands.registry import CommandTree
 from pretrain_trainer.contract import EXIT_BAD_CONFIG
-from pretrain_trainer.curation import report as corpus_report
+from pretrain_trainer.curation import commands as curation
 
 __all__ = ["build_parser", "main"]
 
@@ -41,11 +41,12 @@ COMMANDS = (
     tokenizer.add_tokenizer_extend,
     data.add_prepare,
     data.add_data_inspect,
+    curation.add_data_verify,
     jobs.add_validate,
     jobs.add_run,
     jobs.add_train,
     jobs.add_worker,
-    corpus_report.add_corpus_report,
+    curation.add_corpus_report,
     data.add_corpus,
     jobs.add_demo,
 )

@@ -10,6 +10,7 @@ from pathlib import Path
 from pretrain_trainer.commands.inputs import add_read_flags, read_options, storage_options
 from pretrain_trainer.commands.registry import CommandTree
 from pretrain_trainer.commands.registry import default as default_of
+from pretrain_trainer.curation.filters import add_curation_flags, curation_config
 from pretrain_trainer.data.prepare import PrepareConfig
 
 
@@ -27,6 +28,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         shard_tokens=args.shard_tokens,
         page_bytes=args.page_bytes,
         eos_token=args.eos_token,
+        curation=curation_config(args),
         overwrite=args.overwrite,
     )
     report = prepare(cfg, storage_options(args), progress=not args.no_progress and sys.stderr.isatty())
@@ -75,6 +77,7 @@ def add_prepare(tree: CommandTree) -> None:
     prep.add_argument("--overwrite", action="store_true", help="replace existing shard sets at --output")
     prep.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_read_flags(prep)
+    add_curation_flags(prep)
 
 
 def cmd_data_inspect(args: argparse.Namespace) -> int:

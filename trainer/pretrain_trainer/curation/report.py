@@ -1,29 +1,17 @@
-"""`pretrainjob corpus report INPUTS...`: what is in a corpus, as a terminal table, report.json and report.html.
-
-    pretrainjob corpus report corpus/ --output runs/corpus-report/ --near-dup-threshold 0.8
-
-Reads the same inputs as `prepare` (same readers, same --text-field/--lang-field/--txt-mode flags).
-"""
+"""The corpus report: one pass over the inputs (read as `prepare` reads them), then report.json and report.html."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import time
 from itertools import islice
 from pathlib import Path
 
 from tqdm import tqdm
 
-from pretrain_trainer.commands.inputs import add_read_flags, read_options
-from pretrain_trainer.commands.registry import CommandTree
-from pretrain_trainer.curation.neardup import DEFAULT_THRESHOLD
 from pretrain_trainer.curation.page import render_page
 from pretrain_trainer.curation.profile import CorpusProfile, ProfileSettings
-from pretrain_trainer.curation.quality import QualityThresholds
-from pretrain_trainer.curation.table import format_report
 from pretrain_trainer.data.readers import ReadOptions, expand_inputs, read_documents
 
 
@@ -78,51 +66,3 @@ def write_report(report: dict[str, object], output: Path) -> tuple[Path, Path]:
     page = output / "report.html"
     page.write_text(render_page(report), encoding="utf-8")
     return as_json, page
-
-
-def cmd_corpus_report(args: argparse.Namespace) -> int:
-    settings = ProfileSettings(
-        near_dup_threshold=args.near_dup_threshold,
-        quality=QualityThresholds.parse(args.quality) if args.quality else QualityThresholds(),
-        examples=args.examples,
-    )
-    report = profile_corpus(
-        args.inputs,
-        read_options(args),
-        settings,
-        args.max_documents,
-        progress=not args.no_progress and sys.stderr.isatty(),
-    )
-    as_json, page = write_report(report, Path(args.output))
-    print(format_report(report))
-    print(f"\nwrote {as_json} and {page}")
-    return 0
-
-
-def add_corpus_report(tree: CommandTree) -> None:
-    p = tree.add(
-        "corpus report",
-        cmd_corpus_report,
-        help="what is in a corpus: languages, duplicates, quality flags, personal data",
-        description="Read the inputs as `prepare` does and report per language: documents, characters, words, "
-        "lengths, language and script mixtures, exact and near duplicates (MinHash LSH), Gopher/C4-style quality "
-        "signals and personal data, with examples of each flag. Writes report.json and a self-contained "
-        "report.html to --output.",
-    )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or globs (.txt, .jsonl, .parquet)")
-    p.add_argument("--output", default="corpus-report", help="folder for report.json and report.html")
-    p.add_argument(
-        "--near-dup-threshold",
-        type=float,
-        default=DEFAULT_THRESHOLD,
-        help=f"Jaccard similarity of word 5-gram sets that makes a near duplicate (default: {DEFAULT_THRESHOLD})",
-    )
-    p.add_argument(
-        "--quality",
-        metavar="NAME=VALUE,...",
-        help="change quality thresholds, e.g. min_words=20,max_upper_share=0.3 (default: Gopher's)",
-    )
-    p.add_argument("--examples", type=int, default=3, help="examples kept per flag (default: 3)")
-    p.add_argument("--max-documents", type=int, help="look at the first N documents only")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_read_flags(p)

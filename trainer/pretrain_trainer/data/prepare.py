@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from tqdm import tqdm
 
+from pretrain_trainer.curation.filters import CurationConfig, CurationFilter, CurationLog
 from pretrain_trainer.data.readers import Document, ReadOptions, expand_inputs, read_documents
 from pretrain_trainer.data.shards import DEFAULT_PAGE_BYTES, INDEX_NAME, ShardIndex, ShardWriter, TokenizerMeta
 from pretrain_trainer.storage import ObjectStore, StorageOptions, open_store
@@ -52,6 +53,8 @@ class PrepareConfig:
     """Documents per `encode_batch` call (the tokenizers library spreads each batch over all cores)."""
     eos_token: str | None = None
     """Document separator; default: the tokenizer's EOS (tokenizer_config.json or the usual names)."""
+    curation: CurationConfig = field(default_factory=CurationConfig)
+    """Language, quality, near-duplicate and personal-data filters (see pretrain_trainer.curation.filters)."""
     overwrite: bool = False
     """Replace an existing shard set at the output (stale shards are deleted after the new index is written)."""
 
@@ -80,6 +83,10 @@ class PrepareReport:
     bytes_read: int = 0
     kept: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)
+    changed: Counter[str] = field(default_factory=Counter)
+    """Documents kept in a changed form, by reason (`redacted:email`, ...)."""
+    examples: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    """A few documents per drop or change reason: source, text (personal data masked), detail."""
     tokens: Counter[str] = field(default_factory=Counter)
     shards: Counter[str] = field(default_factory=Counter)
     bytes_written: int = 0
@@ -103,6 +110,13 @@ class PrepareReport:
             f"read       {self.documents_read} documents, {self.bytes_read / 1e6:.2f} MB from {self.files} files",
             f"dropped    {sum(self.dropped.values())} ({dropped})",
         ]
+        if self.changed:
+            changed = ", ".join(f"{n} {reason}" for reason, n in sorted(self.changed.items()))
+            lines.append(f"changed    {changed}")
+        for reason, examples in sorted(self.examples.items()):
+            first = examples[0]
+            detail = f" [{first['detail']}]" if first.get("detail") else ""
+            lines.append(f"  e.g. {reason}: {first['source']}{detail}: {' '.join(first['text'].split())[:90]}")
         for split in SPLITS:
             if split in self.outputs:
                 lines.append(
@@ -148,6 +162,47 @@ def _remove_stale(store: ObjectStore, index: ShardIndex) -> None:
             store.delete(obj.key)
 
 
+def kept_documents(
+    cfg: PrepareConfig, files: list[str], tok: LoadedTokenizer, report: PrepareReport, bar: tqdm | None = None
+) -> Iterator[tuple[str, str, str, list[int]]]:
+    """(split, source, text as kept, token ids) of every document `prepare` keeps, in shard order.
+
+    The one place that decides what goes into the shards: `prepare` writes what it yields and `data verify`
+    compares the shards with it. Counts (and examples) of what it drops or changes go to `report`.
+    """
+    curate = CurationFilter(cfg.curation) if cfg.curation.active else None
+    log = curate.log if curate else CurationLog()
+    seen: set[bytes] = set()
+    for batch in _batches(read_documents(files, cfg.read), cfg.batch_documents):
+        keep: list[tuple[str, str, bytes]] = []
+        for doc in batch:
+            raw = doc.text.encode()
+            report.documents_read += 1
+            report.bytes_read += len(raw)
+            if bar is not None:
+                bar.update(len(raw))
+            digest = hashlib.blake2b(raw, digest_size=16).digest()
+            if not doc.text.strip():
+                log.drop("empty", doc.source, doc.text)
+            elif cfg.dedup and digest in seen:
+                log.drop("duplicate", doc.source, doc.text)
+            else:
+                if cfg.dedup:
+                    seen.add(digest)
+                text = curate.apply(doc.source, doc.text) if curate else doc.text
+                if text is not None:
+                    keep.append((doc.source, text, digest))
+        encodings = tok.tokenizer.encode_batch([text for _, text, _ in keep], add_special_tokens=False)
+        for (source, text, digest), enc in zip(keep, encodings, strict=True):
+            if len(enc.ids) < cfg.min_tokens:
+                log.drop("too_short", source, text, f"{len(enc.ids)} tokens")
+                continue
+            yield _split_of(digest, cfg.validation_fraction), source, text, enc.ids
+    report.dropped.update(log.dropped)
+    report.changed.update(log.changed)
+    report.examples.update(log.examples)
+
+
 def prepare(cfg: PrepareConfig, options: StorageOptions | None = None, progress: bool = False) -> PrepareReport:
     """Tokenize the corpus and write the shard sets; returns the report (also written as report.json)."""
     started = time.perf_counter()
@@ -159,7 +214,6 @@ def prepare(cfg: PrepareConfig, options: StorageOptions | None = None, progress:
     splits = SPLITS if cfg.validation_fraction > 0 else SPLITS[:1]
     writers = {s: ShardWriter(out.child(s), meta, cfg.shard_tokens, cfg.page_bytes, cfg.settings()) for s in splits}
     report = PrepareReport(files=len(files))
-    seen: set[bytes] = set()
     eos = np.array([tok.eos_id], dtype=np.uint32)
     bar = tqdm(
         total=sum(os.path.getsize(f) for f in files),
@@ -168,31 +222,10 @@ def prepare(cfg: PrepareConfig, options: StorageOptions | None = None, progress:
         desc="prepare",
         disable=not progress,
     )
-    for batch in _batches(read_documents(files, cfg.read), cfg.batch_documents):
-        keep: list[tuple[Document, bytes]] = []
-        for doc in batch:
-            raw = doc.text.encode()
-            report.documents_read += 1
-            report.bytes_read += len(raw)
-            bar.update(len(raw))
-            digest = hashlib.blake2b(raw, digest_size=16).digest()
-            if not doc.text.strip():
-                report.dropped["empty"] += 1
-            elif cfg.dedup and digest in seen:
-                report.dropped["duplicate"] += 1
-            else:
-                if cfg.dedup:
-                    seen.add(digest)
-                keep.append((doc, digest))
-        encodings = tok.tokenizer.encode_batch([d.text for d, _ in keep], add_special_tokens=False)
-        for (_, digest), enc in zip(keep, encodings, strict=True):
-            if len(enc.ids) < cfg.min_tokens:
-                report.dropped["too_short"] += 1
-                continue
-            split = _split_of(digest, cfg.validation_fraction)
-            writers[split].add_document(np.concatenate([np.asarray(enc.ids, dtype=np.uint32), eos]))
-            report.kept[split] += 1
-            report.tokens[split] += len(enc.ids) + 1
+    for split, _, _, ids in kept_documents(cfg, files, tok, report, bar):
+        writers[split].add_document(np.concatenate([np.asarray(ids, dtype=np.uint32), eos]))
+        report.kept[split] += 1
+        report.tokens[split] += len(ids) + 1
     bar.close()
     for split, writer in writers.items():
         index = writer.close()
@@ -202,5 +235,5 @@ def prepare(cfg: PrepareConfig, options: StorageOptions | None = None, progress:
         report.bytes_written += sum(s.num_bytes for s in index.shards)
         report.outputs[split] = writer.store.uri
     report.seconds = time.perf_counter() - started
-    out.write("report.json", json.dumps(report.as_dict(), indent=1, sort_keys=True).encode())
+    out.write("report.json", json.dumps(report.as_dict(), indent=1, sort_keys=True, ensure_ascii=False).encode())
     return report
