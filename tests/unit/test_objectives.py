@@ -20,15 +20,14 @@ from pretrain_trainer.config import MlmSpec
 from pretrain_trainer.objectives import (
     IGNORE_INDEX,
     MaskingConfig,
-    TokenRoles,
     causal_lm_batch,
     geometric_success_probability,
     mask_tokens,
     masked_lm_batch,
-    require_mask,
     sample_span_lengths,
     select_targets,
 )
+from pretrain_trainer.token_roles import TokenRoles, require_mask
 from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec, train_tokenizer
 
 SIGMAS = 5.0

@@ -3,7 +3,7 @@ import json
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from pretrain_trainer.objectives import TokenRoles
+from pretrain_trainer.token_roles import TokenRoles
 from pretrain_trainer.tokenizer.load import load_tokenizer
 from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec, build_normalizer, save_tokenizer
 from tests.support.data import bundled_texts, trained

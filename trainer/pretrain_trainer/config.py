@@ -2,9 +2,9 @@
 and the CRD's openAPIV3Schema is generated from. Imports neither torch nor transformers (the operator image has
 neither).
 
-Every field carries its documentation and constraints in `spec_field(...)` metadata, so the same text reaches
-`--help`, the CRD and the README reference. YAML uses Kubernetes' camelCase (`microBatchSize`); Python uses
-snake_case (`micro_batch_size`); `from` is `from_` in Python.
+Every field carries its documentation and constraints in `spec_field(...)` metadata (see `spec_schema`), so the
+same text reaches `--help`, the CRD and the README reference; checks across fields live in `spec_checks`. YAML
+uses Kubernetes' camelCase (`microBatchSize`); Python uses snake_case (`micro_batch_size`); `from` is `from_`.
 
     job = load_job("pretrainjob.yaml")           # a whole PretrainJob manifest, or just its spec
     job.spec.training.micro_batch_size
@@ -12,19 +12,25 @@ snake_case (`micro_batch_size`); `from` is `from_` in Python.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import math
 import re
-import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from pretrain_trainer.contract import API_VERSION, KIND, MAX_NAME_LENGTH, METRICS_PORT, WORKER_POD_INFIX
+from pretrain_trainer.spec_schema import (
+    ConfigError,
+    Problem,
+    constraint_problems,
+    field_problems,
+    parse_dataclass,
+    spec_field,
+    to_dict,
+    yaml_name,
+)
 
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
@@ -36,41 +42,6 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     # RoBERTa reserves two positions for its padding offset.
     "roberta": {"kind": "encoder", "positions_key": "max_position_embeddings", "positions": 514, "offset": 2},
 }
-
-
-def spec_field(
-    default: Any = dataclasses.MISSING,
-    *,
-    doc: str,
-    enum: tuple[str, ...] | None = None,
-    minimum: float | None = None,
-    maximum: float | None = None,
-    exclusive_minimum: bool = False,
-    exclusive_maximum: bool = False,
-    name: str | None = None,
-    factory: Any = dataclasses.MISSING,
-) -> Any:
-    """A dataclass field with its documentation and constraints attached (read by parsing and the CRD)."""
-    meta = {
-        "doc": doc,
-        "enum": enum,
-        "minimum": minimum,
-        "maximum": maximum,
-        "exclusive_minimum": exclusive_minimum,
-        "exclusive_maximum": exclusive_maximum,
-        "name": name,
-    }
-    if factory is not dataclasses.MISSING:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def yaml_name(f: dataclasses.Field[Any]) -> str:
-    """The field's key in YAML: its explicit name, else camelCase of the Python name."""
-    if f.metadata.get("name"):
-        return f.metadata["name"]
-    head, *rest = f.name.split("_")
-    return head + "".join(p[:1].upper() + p[1:] for p in rest)
 
 
 # --------------------------------------------------------------------------------------------------- the spec
@@ -339,120 +310,14 @@ class Job:
     spec: PretrainJobSpec
 
 
-# ------------------------------------------------------------------------------------------------- parsing
-
-
-@dataclass(frozen=True)
-class Problem:
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
-
-
-class ConfigError(ValueError):
-    """One or more problems with a job spec, each naming its field path."""
-
-    def __init__(self, problems: list[Problem], source: str = "") -> None:
-        self.problems = problems
-        self.source = source
-        prefix = f"{source}: " if source else ""
-        super().__init__("\n".join(prefix + str(p) for p in problems))
-
-
-def _type_name(tp: Any) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(tp, "an object")
-
-
-def _parse_value(tp: Any, value: Any, path: str, problems: list[Problem]) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return _parse_dataclass(tp, value, path, problems)
-    if origin is dict:
-        if not isinstance(value, dict):
-            problems.append(Problem(path, f"must be a mapping, got {type(value).__name__}"))
-            return {}
-        return dict(value)
-    if origin is list:
-        if not isinstance(value, list):
-            problems.append(Problem(path, f"must be a list, got {type(value).__name__}"))
-            return []
-        return list(value)
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp in (str, int, float, bool) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
-        problems.append(Problem(path, f"must be {_type_name(tp)}, got {value!r}"))
-        return None
-    return value
-
-
-def constraint_problems(f: dataclasses.Field[Any], value: Any) -> list[str]:
-    """What is wrong with `value` for field `f` by the enum and bounds declared in its `spec_field` (the one check
-    of them: parsing runs it, and so do classes built from a spec, such as the trainer's masking settings)."""
-    meta, out = f.metadata, []
-    if value is None:
-        return out
-    if isinstance(value, float) and not math.isfinite(value):
-        # NaN passes every range check (each comparison is False) and poisons training silently; inf is no bound.
-        return [f"must be a finite number, got {value}"]
-    if meta.get("enum") and value not in meta["enum"]:
-        out.append(f"{value!r} is not one of {', '.join(meta['enum'])}")
-    lo, hi = meta.get("minimum"), meta.get("maximum")
-    if lo is not None and (value < lo or (meta.get("exclusive_minimum") and value == lo)):
-        out.append(f"must be {'>' if meta.get('exclusive_minimum') else '>='} {lo}, got {value}")
-    if hi is not None and (value > hi or (meta.get("exclusive_maximum") and value == hi)):
-        out.append(f"must be {'<' if meta.get('exclusive_maximum') else '<='} {hi}, got {value}")
-    return out
-
-
-def field_problems(spec: Any) -> list[tuple[str, str]]:
-    """(Python field name, message) for every field of a spec dataclass outside its declared enum or bounds."""
-    return [(f.name, msg) for f in dataclasses.fields(spec) for msg in constraint_problems(f, getattr(spec, f.name))]
-
-
-def _check_constraints(f: dataclasses.Field[Any], value: Any, path: str, problems: list[Problem]) -> None:
-    problems.extend(Problem(path, message) for message in constraint_problems(f, value))
-
-
-def _parse_dataclass(cls: type, data: Any, path: str, problems: list[Problem]) -> Any:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        problems.append(Problem(path, f"must be a mapping, got {type(data).__name__}"))
-        return None
-    hints = typing.get_type_hints(cls)
-    fields = {yaml_name(f): f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known fields: {', '.join(fields)}"
-            problems.append(Problem(f"{path}.{key}", f"unknown field{hint}"))
-    kwargs = {}
-    for key, f in fields.items():
-        sub = f"{path}.{key}"
-        if key not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                if dataclasses.is_dataclass(hints[f.name]):
-                    kwargs[f.name] = _parse_dataclass(hints[f.name], {}, sub, problems)
-                else:
-                    problems.append(Problem(sub, "required"))
-                    kwargs[f.name] = None
-            continue
-        value = _parse_value(hints[f.name], data[key], sub, problems)
-        _check_constraints(f, value, sub, problems)
-        kwargs[f.name] = value
-    try:
-        return cls(**{k: v for k, v in kwargs.items() if v is not None})
-    except TypeError:  # a required field had a problem; it is already reported
-        return None
-
-
 def parse_spec(data: Any, path: str = "spec") -> PretrainJobSpec:
     """Build and check a spec from parsed YAML; raises ConfigError listing every problem found."""
     problems: list[Problem] = []
-    spec = _parse_dataclass(PretrainJobSpec, data, path, problems)
+    spec = parse_dataclass(PretrainJobSpec, data, path, problems)
     if spec is not None and not problems:
+        # Imported here: the checks module reads this module's classes.
+        from pretrain_trainer.spec_checks import semantic_problems
+
         problems.extend(semantic_problems(spec, path))
     if problems:
         raise ConfigError(problems)
@@ -553,119 +418,18 @@ def uri_problem(value: str, path: str) -> Problem | None:
     return None
 
 
-def semantic_problems(spec: PretrainJobSpec, path: str = "spec") -> list[Problem]:
-    """Checks across fields, beyond types and ranges."""
-    out: list[Problem] = []
-    uris = [
-        (spec.tokenizer.uri, "tokenizer.uri"),
-        (spec.data.train, "data.train"),
-        (spec.data.validation, "data.validation"),
-        (spec.checkpoint.uri, "checkpoint.uri"),
-        (spec.model.from_, "model.from"),
-    ]
-    out.extend(p for v, where in uris if (p := uri_problem(v, f"{path}.{where}")))
-
-    arch = ARCHITECTURES[spec.model.architecture]
-    wants = "encoder" if spec.objective.type == "mlm" else "decoder"
-    if arch["kind"] != wants:
-        fit = ", ".join(a for a, v in ARCHITECTURES.items() if v["kind"] == wants)
-        out.append(
-            Problem(
-                f"{path}.objective.type",
-                f"{spec.objective.type} needs {'an' if wants == 'encoder' else 'a'} {wants} architecture, but "
-                f"model.architecture is {spec.model.architecture}; use one of {fit}",
-            )
-        )
-    if spec.model.init == "pretrained" and not spec.model.from_:
-        out.append(Problem(f"{path}.model.from", "required for init: pretrained (the checkpoint to continue from)"))
-    if spec.model.init == "scratch" and spec.model.from_:
-        out.append(Problem(f"{path}.model.from", "only for init: pretrained; remove it or set init: pretrained"))
-    if spec.model.extend_vocab and spec.model.init != "pretrained":
-        out.append(Problem(f"{path}.model.extendVocab", "only for init: pretrained"))
-    if spec.model.init == "scratch":
-        positions = spec.model.config.get(arch["positions_key"], arch["positions"]) - arch.get("offset", 0)
-        if spec.data.sequence_length > positions:
-            out.append(
-                Problem(
-                    f"{path}.data.sequenceLength",
-                    f"{spec.data.sequence_length} exceeds the model's "
-                    f"{positions} positions; lower it or set model.config.{arch['positions_key']}",
-                )
-            )
-
-    mlm_names = {f.name: yaml_name(f) for f in dataclasses.fields(MlmSpec)}
-    for message in spec.objective.mlm.cross_field_problems(mlm_names.__getitem__):
-        out.append(Problem(f"{path}.objective.mlm", message))
-
-    t = spec.training
-    world = spec.workers.world_size
-    if bool(t.global_batch_tokens) == bool(t.global_batch_samples):
-        out.append(Problem(f"{path}.training", "give exactly one of globalBatchTokens and globalBatchSamples"))
-    else:
-        per_step = t.micro_batch_size * world
-        if t.global_batch_tokens and t.global_batch_tokens % spec.data.sequence_length:
-            out.append(
-                Problem(
-                    f"{path}.training.globalBatchTokens",
-                    f"{t.global_batch_tokens} is not a multiple of data.sequenceLength {spec.data.sequence_length}",
-                )
-            )
-        samples = t.batch_samples(spec.data.sequence_length)
-        if samples % per_step or samples == 0:
-            lower = max(per_step, samples // per_step * per_step)
-            unit = spec.data.sequence_length if t.global_batch_tokens else 1
-            which = "globalBatchTokens" if t.global_batch_tokens else "globalBatchSamples"
-            out.append(
-                Problem(
-                    f"{path}.training.{which}",
-                    f"{samples} samples per step cannot be split into "
-                    f"micro batches of {t.micro_batch_size} over {world} processes (world size); use a "
-                    f"multiple of {per_step} samples, e.g. {lower * unit} or {(lower + per_step) * unit}",
-                )
-            )
-
-    gpus = _gpu_count(spec.workers.resources)
-    if gpus is not None and gpus != spec.workers.procs_per_worker:
-        out.append(
-            Problem(
-                f"{path}.workers.resources",
-                f"asks for {gpus} GPUs per pod but "
-                f"workers.procsPerWorker is {spec.workers.procs_per_worker}; they must match",
-            )
-        )
-    return out
-
-
-def _gpu_count(resources: dict[str, Any]) -> int | None:
-    for section in ("limits", "requests"):
-        value = (resources.get(section) or {}).get("nvidia.com/gpu")
-        if value is not None:
-            try:
-                return int(value)
-            except (TypeError, ValueError):
-                return -1
-    return None
-
-
-def to_dict(obj: Any) -> Any:
-    """A spec (or part of one) back to its YAML shape, camelCase keys."""
-    if dataclasses.is_dataclass(obj):
-        return {yaml_name(f): to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [to_dict(v) for v in obj]
-    return obj
-
-
+# The schema machinery is re-exported: callers read the spec and its errors from one module.
 __all__ = [
     "ConfigError",
     "Job",
     "PretrainJobSpec",
     "Problem",
+    "constraint_problems",
+    "field_problems",
     "load_job",
     "parse_job",
     "parse_spec",
-    "semantic_problems",
+    "spec_field",
     "to_dict",
+    "yaml_name",
 ]

@@ -34,9 +34,10 @@ from pretrain_trainer.data.shards import ShardSet
 from pretrain_trainer.distributed import DistEnv
 from pretrain_trainer.metrics import StepMetrics, TrainerMetrics, all_reduce_sum, model_flops_per_token, peak_flops
 from pretrain_trainer.model import build_model, max_positions
-from pretrain_trainer.objectives import MaskingConfig, TokenRoles, causal_lm_batch, masked_lm_batch, require_mask
+from pretrain_trainer.objectives import MaskingConfig, causal_lm_batch, masked_lm_batch
 from pretrain_trainer.optim import build_optimizer, build_scheduler
 from pretrain_trainer.storage import StorageOptions
+from pretrain_trainer.token_roles import TokenRoles, require_mask
 from pretrain_trainer.tokenizer.load import LoadedTokenizer, load_tokenizer
 
 log = logging.getLogger("pretrain_trainer.train")

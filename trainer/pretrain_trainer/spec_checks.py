@@ -1,0 +1,115 @@
+"""The checks of a PretrainJob spec across fields, beyond each field's type and range: URIs, model and objective,
+masking, batch divisibility, GPUs per pod. `config.parse_spec` runs them once the fields parse."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from pretrain_trainer.config import ARCHITECTURES, MlmSpec, PretrainJobSpec, uri_problem
+from pretrain_trainer.spec_schema import Problem, yaml_name
+
+
+def semantic_problems(spec: PretrainJobSpec, path: str = "spec") -> list[Problem]:
+    """Checks across fields, beyond types and ranges."""
+    out: list[Problem] = []
+    out += _uri_problems(spec, path)
+    out += _model_problems(spec, path)
+    mlm_names = {f.name: yaml_name(f) for f in dataclasses.fields(MlmSpec)}
+    out += [Problem(f"{path}.objective.mlm", m) for m in spec.objective.mlm.cross_field_problems(mlm_names.__getitem__)]
+    out += _batch_problems(spec, path)
+    gpus = _gpu_count(spec.workers.resources)
+    if gpus is not None and gpus != spec.workers.procs_per_worker:
+        out.append(
+            Problem(
+                f"{path}.workers.resources",
+                f"asks for {gpus} GPUs per pod but "
+                f"workers.procsPerWorker is {spec.workers.procs_per_worker}; they must match",
+            )
+        )
+    return out
+
+
+def _uri_problems(spec: PretrainJobSpec, path: str) -> list[Problem]:
+    uris = [
+        (spec.tokenizer.uri, "tokenizer.uri"),
+        (spec.data.train, "data.train"),
+        (spec.data.validation, "data.validation"),
+        (spec.checkpoint.uri, "checkpoint.uri"),
+        (spec.model.from_, "model.from"),
+    ]
+    return [p for v, where in uris if (p := uri_problem(v, f"{path}.{where}"))]
+
+
+def _model_problems(spec: PretrainJobSpec, path: str) -> list[Problem]:
+    out: list[Problem] = []
+    arch = ARCHITECTURES[spec.model.architecture]
+    wants = "encoder" if spec.objective.type == "mlm" else "decoder"
+    if arch["kind"] != wants:
+        fit = ", ".join(a for a, v in ARCHITECTURES.items() if v["kind"] == wants)
+        out.append(
+            Problem(
+                f"{path}.objective.type",
+                f"{spec.objective.type} needs {'an' if wants == 'encoder' else 'a'} {wants} architecture, but "
+                f"model.architecture is {spec.model.architecture}; use one of {fit}",
+            )
+        )
+    if spec.model.init == "pretrained" and not spec.model.from_:
+        out.append(Problem(f"{path}.model.from", "required for init: pretrained (the checkpoint to continue from)"))
+    if spec.model.init == "scratch" and spec.model.from_:
+        out.append(Problem(f"{path}.model.from", "only for init: pretrained; remove it or set init: pretrained"))
+    if spec.model.extend_vocab and spec.model.init != "pretrained":
+        out.append(Problem(f"{path}.model.extendVocab", "only for init: pretrained"))
+    if spec.model.init == "scratch":
+        positions = spec.model.config.get(arch["positions_key"], arch["positions"]) - arch.get("offset", 0)
+        if spec.data.sequence_length > positions:
+            out.append(
+                Problem(
+                    f"{path}.data.sequenceLength",
+                    f"{spec.data.sequence_length} exceeds the model's "
+                    f"{positions} positions; lower it or set model.config.{arch['positions_key']}",
+                )
+            )
+    return out
+
+
+def _batch_problems(spec: PretrainJobSpec, path: str) -> list[Problem]:
+    out: list[Problem] = []
+    t = spec.training
+    world = spec.workers.world_size
+    if bool(t.global_batch_tokens) == bool(t.global_batch_samples):
+        out.append(Problem(f"{path}.training", "give exactly one of globalBatchTokens and globalBatchSamples"))
+    else:
+        per_step = t.micro_batch_size * world
+        if t.global_batch_tokens and t.global_batch_tokens % spec.data.sequence_length:
+            out.append(
+                Problem(
+                    f"{path}.training.globalBatchTokens",
+                    f"{t.global_batch_tokens} is not a multiple of data.sequenceLength {spec.data.sequence_length}",
+                )
+            )
+        samples = t.batch_samples(spec.data.sequence_length)
+        if samples % per_step or samples == 0:
+            lower = max(per_step, samples // per_step * per_step)
+            unit = spec.data.sequence_length if t.global_batch_tokens else 1
+            which = "globalBatchTokens" if t.global_batch_tokens else "globalBatchSamples"
+            out.append(
+                Problem(
+                    f"{path}.training.{which}",
+                    f"{samples} samples per step cannot be split into "
+                    f"micro batches of {t.micro_batch_size} over {world} processes (world size); use a "
+                    f"multiple of {per_step} samples, e.g. {lower * unit} or {(lower + per_step) * unit}",
+                )
+            )
+    return out
+
+
+def _gpu_count(resources: dict[str, Any]) -> int | None:
+    for section in ("limits", "requests"):
+        value = (resources.get(section) or {}).get("nvidia.com/gpu")
+        if value is not None:
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                return -1
+    return None
