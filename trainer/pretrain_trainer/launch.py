@@ -258,6 +258,72 @@ def _stop_all(procs: list[subprocess.Popen[bytes]], grace_s: float, kill_now: th
         p.wait()
 
 
+def _start_rank(
+    rank: int, n: int, cmd: list[str], node: Node, base: dict[str, str], run_dir: Path, out: _Output
+) -> tuple[subprocess.Popen[bytes], threading.Thread]:
+    """Start one rank in its own session, with the contract's environment and its output pumped to its log."""
+    env = worker_env(
+        rank,
+        n,
+        node.master_port,
+        node.run_id,
+        base,
+        master_addr=node.master_addr,
+        nnodes=node.nnodes,
+        node_rank=node.node_rank,
+        run_dir=str(run_dir),
+    )
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    pump = threading.Thread(
+        target=_pump,
+        args=(rank, proc.stdout, run_dir / f"rank-{rank}.log", out),
+        name=f"rank-{rank}-output",
+        daemon=True,
+    )
+    pump.start()
+    return proc, pump
+
+
+def _supervise(
+    procs: list[subprocess.Popen[bytes]], stop_signal: list[int], kill_now: threading.Event, grace_s: float
+) -> int:
+    """Wait for the gang: 0 when every rank succeeds; at the first failure (or a signal to the launcher) stop the
+    others and return that rank's exit code (or 128 + the signal)."""
+    while True:
+        if stop_signal:
+            name = signal.Signals(stop_signal[0]).name
+            print(
+                f"pretrainjob: {name}: stopping all ranks (SIGTERM; SIGKILL after {grace_s:g} s, or at a "
+                "second Ctrl-C)",
+                file=sys.stderr,
+                flush=True,
+            )
+            _stop_all(procs, grace_s, kill_now)
+            return 128 + stop_signal[0]
+        codes = [p.poll() for p in procs]
+        failed = next(((r, c) for r, c in enumerate(codes) if c not in (None, 0)), None)
+        if failed is not None:
+            rank, code = failed
+            print(
+                f"pretrainjob: rank {rank} exited with code {_exit_code(code)}; stopping the other ranks",
+                file=sys.stderr,
+                flush=True,
+            )
+            _stop_all(procs, grace_s, kill_now)
+            return _exit_code(code)
+        if all(c == 0 for c in codes):
+            return 0
+        time.sleep(_POLL_S)
+
+
 def run_local(
     job_path: str,
     nproc: int | None,
@@ -311,64 +377,10 @@ def run_local(
     pumps: list[threading.Thread] = []
     try:
         for rank in range(n):
-            env = worker_env(
-                rank,
-                n,
-                port,
-                run_id,
-                base,
-                master_addr=node.master_addr,
-                nnodes=node.nnodes,
-                node_rank=node.node_rank,
-                run_dir=str(run_dir),
-            )
-            proc = subprocess.Popen(
-                cmd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            proc, pump = _start_rank(rank, n, cmd, node, base, run_dir, out)
             procs.append(proc)
-            assert proc.stdout is not None
-            t = threading.Thread(
-                target=_pump,
-                args=(rank, proc.stdout, run_dir / f"rank-{rank}.log", out),
-                name=f"rank-{rank}-output",
-                daemon=True,
-            )
-            t.start()
-            pumps.append(t)
-
-        result = 0
-        while True:
-            if stop_signal:
-                name = signal.Signals(stop_signal[0]).name
-                print(
-                    f"pretrainjob: {name}: stopping all ranks (SIGTERM; SIGKILL after {grace_s:g} s, or at a "
-                    "second Ctrl-C)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                _stop_all(procs, grace_s, kill_now)
-                result = 128 + stop_signal[0]
-                break
-            codes = [p.poll() for p in procs]
-            failed = next(((r, c) for r, c in enumerate(codes) if c not in (None, 0)), None)
-            if failed is not None:
-                rank, code = failed
-                print(
-                    f"pretrainjob: rank {rank} exited with code {_exit_code(code)}; stopping the other ranks",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                _stop_all(procs, grace_s, kill_now)
-                result = _exit_code(code)
-                break
-            if all(c == 0 for c in codes):
-                break
-            time.sleep(_POLL_S)
+            pumps.append(pump)
+        result = _supervise(procs, stop_signal, kill_now, grace_s)
     finally:
         # Also on an exception in this function: no trainer outlives its launcher.
         for p in procs:
