@@ -29,7 +29,7 @@ __all__ = ["build_parser", "main"]
 
 #: Help of the command groups, by path.
 GROUPS = {
-    "tokenizer": "train or audit a tokenizer",
+    "tokenizer": "train, audit or extend a tokenizer",
     "data": "look into prepared shard sets",
     "corpus": "know what is in a corpus, or write the bundled demo corpus",
 }
