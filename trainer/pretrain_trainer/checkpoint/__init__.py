@@ -5,6 +5,8 @@
     rng.py         per-rank RNG states
     agreement.py   the cross-rank failure exchange every collective step ends with
     hf_export.py   Hugging Face `save_pretrained` output with the tokenizer files
+    safe_load.py   DCP reading that never runs code from the bucket (restricted metadata unpickler, plain data)
+    signing.py     HMAC signatures on manifests, checked before anything of a checkpoint is read
     manager.py     CheckpointManager: save, load, prune, due, export_hf
 
 A step directory without MANIFEST.json is a save that did not finish (a crash, a preempted pod): `latest()`

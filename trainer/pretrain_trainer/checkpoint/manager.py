@@ -4,8 +4,10 @@ and exports Hugging Face weights. Every rank of the process group holds one and 
 Model and optimizer state go through `torch.distributed.checkpoint.state_dict.get_state_dict` /
 `set_state_dict`, so a plain module, a DDP-wrapped one and an FSDP2 (`fully_shard`) one all work: DDP state is
 saved without the `module.` prefix (DCP writes each replicated tensor once), FSDP2 state as DTensor shards.
-The LR scheduler's `state_dict()` rides in the DCP payload under "scheduler" (DCP pickles non-tensor values),
-so any scheduler works, JSON-able or not.
+The LR scheduler's `state_dict()` rides in the DCP payload under "scheduler" (DCP pickles non-tensor values);
+loading reads such values only as plain data (tensors, numbers, strings, lists, dicts), which every torch
+scheduler's state is, and never unpickles anything else (safe_load.py). With a signing key (signing.py) each
+manifest is signed at save and verified before anything of the checkpoint is read.
 
 DCP writes into a local staging directory (under `$TMPDIR` unless `staging_dir` is given); each rank then
 uploads its own files through the `ObjectStore`. Loading downloads the checkpoint's DCP files and this rank's
@@ -58,6 +60,8 @@ from pretrain_trainer.checkpoint.layout import (
     step_dir,
 )
 from pretrain_trainer.checkpoint.rng import rng_state, set_rng_state
+from pretrain_trainer.checkpoint.safe_load import SafeFileSystemReader, SafeLoadPlanner, refusal_of
+from pretrain_trainer.checkpoint.signing import CheckpointTampered, sign, signing_key_from_env, verify
 from pretrain_trainer.checkpoint.transfer import download_all, upload_dir
 from pretrain_trainer.storage import ObjectStore, StorageOptions, open_store
 
@@ -93,10 +97,12 @@ class CheckpointManager:
         *,
         every_steps: int = 0,
         staging_dir: str | None = None,
+        signing_key: bytes | None = None,
     ) -> None:
         """`keep`: complete checkpoints `prune()` leaves. `every_steps`: the period `due()` follows (0: only the
         final save). `staging_dir`: where DCP files are staged (a fast local disk with room for one checkpoint
-        shard per rank); default `tempfile.gettempdir()` ($TMPDIR)."""
+        shard per rank); default `tempfile.gettempdir()` ($TMPDIR). `signing_key`: the HMAC key manifests are
+        signed with and checked against; default the one in $PRETRAIN_CHECKPOINT_SIGNING_KEY, if any."""
         if not isinstance(keep, int) or keep < 1:
             raise ValueError(f"keep: must be an integer >= 1, got {keep!r}")
         if not isinstance(every_steps, int) or every_steps < 0:
@@ -120,6 +126,7 @@ class CheckpointManager:
         self.rank = rank
         self.world_size = world_size
         self.staging_dir = staging_dir
+        self.signing_key = signing_key if signing_key is not None else signing_key_from_env()
         self.last_saved: int | None = None
         """The step this manager last saved or loaded: `due()` never asks for a second save of it."""
 
@@ -219,6 +226,8 @@ class CheckpointManager:
             created_unix=time.time(),
             torch_version=torch.__version__,
         )
+        if self.signing_key is not None:
+            manifest = sign(manifest, self.signing_key)
         manifest_bytes = json.dumps(manifest, indent=1).encode()
         self._on_rank0(uri, lambda: self.store.write(f"{step_dir(step)}/{MANIFEST}", manifest_bytes))
         if self.rank == 0:
@@ -280,10 +289,17 @@ class CheckpointManager:
             manifest, source_rank = self._fetch(step, uri, optimizer, scheduler, staging)
             fetched = time.monotonic()
             state = self._state_dict(model, optimizer, scheduler)
+            reader, planner = SafeFileSystemReader(staging), SafeLoadPlanner()
             try:
                 with _quiet_single_process():
-                    dcp.load(state, storage_reader=dcp.FileSystemReader(staging), no_dist=not self.distributed)
-            except Exception as exc:
+                    dcp.load(state, storage_reader=reader, planner=planner, no_dist=not self.distributed)
+            except (Exception, dcp.CheckpointException) as exc:  # the latter is a BaseException
+                if (unsafe := refusal_of(reader, planner)) is not None:
+                    raise CheckpointTampered(
+                        uri,
+                        f"resume refused: {unsafe}. No checkpoint this trainer writes holds that: someone wrote to "
+                        "this prefix; investigate who can, then delete the checkpoint",
+                    ) from None
                 raise CheckpointError(
                     uri,
                     f"DCP could not load the checkpoint ({type(exc).__name__}: {exc}). If the model or optimizer "
@@ -318,6 +334,7 @@ class CheckpointManager:
         source_rank = 0
         try:
             manifest = self.manifest(step)
+            verify(uri, manifest, self.signing_key)
             source_rank = self._check_manifest(uri, manifest, optimizer, scheduler)
             wanted = [
                 obj for obj in manifest["objects"] if not is_extra(obj["key"]) or obj["key"] == extra_name(source_rank)
