@@ -42,6 +42,7 @@ COMMANDS = (
     data.add_prepare,
     data.add_data_inspect,
     curation.add_data_verify,
+    curation.add_data_preview,
     jobs.add_validate,
     jobs.add_run,
     jobs.add_train,

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from pretrain_trainer import distributed
+from pretrain_trainer.batches import job_loader, objective_batch
 from pretrain_trainer.checkpoint import CheckpointManager
 from pretrain_trainer.config import Job, PretrainJobSpec, to_dict
 from pretrain_trainer.data.loader import StreamingLoader
@@ -34,7 +35,7 @@ from pretrain_trainer.data.shards import ShardSet
 from pretrain_trainer.distributed import DistEnv
 from pretrain_trainer.metrics import StepMetrics, TrainerMetrics, all_reduce_sum, model_flops_per_token, peak_flops
 from pretrain_trainer.model import build_model, max_positions
-from pretrain_trainer.objectives import MaskingConfig, causal_lm_batch, masked_lm_batch
+from pretrain_trainer.objectives import MaskingConfig
 from pretrain_trainer.optim import build_optimizer, build_scheduler
 from pretrain_trainer.storage import StorageOptions
 from pretrain_trainer.token_roles import TokenRoles, require_mask
@@ -177,31 +178,19 @@ class Trainer:
         return None
 
     def _loader(self, shards: ShardSet, samples_consumed: int, train: bool) -> StreamingLoader:
-        return StreamingLoader(
+        return job_loader(
+            self.spec,
             shards,
-            sequence_length=self.seq,
-            causal=self.causal,
-            global_batch_size=self.global_samples,
+            samples_consumed=samples_consumed,
+            train=train,
             rank=self.env.rank,
             world_size=self.env.world_size,
-            seed=self.spec.data.seed,
-            samples_consumed=samples_consumed,
-            shuffle=train,
-            epochs=None if train else 1,
-            prefetch=self.spec.data.prefetch_batches,
-            threads=self.spec.data.read_threads,
         )
 
     # --------------------------------------------------------------------------------------------- one step
 
     def _batch(self, window: torch.Tensor, first_position: int) -> dict[str, torch.Tensor]:
-        if self.causal:
-            return causal_lm_batch(window)
-        parts = []
-        for row in range(window.shape[0]):
-            gen = torch.Generator().manual_seed(self.spec.training.seed * 2**40 + first_position + row)
-            parts.append(masked_lm_batch(window[row : row + 1], self.roles, self.masking, gen))
-        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        return objective_batch(window, first_position, self.spec.training.seed, self.roles, self.masking)
 
     def _forward_loss_sum(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         ctx = (

@@ -1,7 +1,8 @@
-"""`pretrainjob corpus report` and `pretrainjob data verify`, each registered beside its handler.
+"""`pretrainjob corpus report`, `data verify` and `data preview`, each registered beside its handler.
 
     pretrainjob corpus report corpus/ --output runs/corpus-report/ --near-dup-threshold 0.8
     pretrainjob data verify s3://b/data/ --against corpus/
+    pretrainjob data preview job.yaml --samples 4
 
 The handlers import their work lazily, so building the parser stays cheap.
 """
@@ -91,3 +92,31 @@ def add_data_verify(tree: CommandTree) -> None:
     p.add_argument("shards", metavar="SHARDS", help="prepare's --output (holding train/), or one split's folder")
     p.add_argument("--against", nargs="+", required=True, metavar="INPUT", help="the corpus prepare read")
     p.add_argument("--tokenizer", help="tokenizer to decode with (default: the one recorded in index.json)")
+
+
+def cmd_data_preview(args: argparse.Namespace) -> int:
+    import json
+
+    from pretrain_trainer.config import load_job
+    from pretrain_trainer.curation.preview import format_preview, preview_samples
+
+    job = load_job(args.job)
+    samples, tok, roles = preview_samples(job, args.samples)
+    print(format_preview(job, samples, tok, roles))
+    if args.json:
+        Path(args.json).write_text(json.dumps([s.as_dict() for s in samples]) + "\n", encoding="utf-8")
+    return 0
+
+
+def add_data_preview(tree: CommandTree) -> None:
+    p = tree.add(
+        "data preview",
+        cmd_data_preview,
+        help="print the first training samples exactly as the trainer builds them (windows, masks, labels)",
+        description="Read the job's training data with the trainer's own loader and objective code (same order, same "
+        "masking seeds) and print the first N samples decoded through the job's tokenizer: causal windows with their "
+        "document boundaries, masked-LM inputs with [MASK], random and kept replacements marked and their labels.",
+    )
+    p.add_argument("job", metavar="JOB.yaml", help="PretrainJob manifest (or bare spec)")
+    p.add_argument("--samples", type=int, default=4, help="how many samples (default: %(default)s)")
+    p.add_argument("--json", metavar="FILE", help="also write the samples' input_ids and labels as JSON")
