@@ -116,6 +116,8 @@ def _env(job: JobRef, spec: PretrainJobSpec, index: int, attempt: int) -> list[d
         c.PRETRAIN_TERMINATION_LOG: naming.TERMINATION_LOG,
     }
     env: list[dict[str, Any]] = [{"name": k, "value": str(v)} for k, v in plain.items()]
+    # /metrics listens on the pod IP, where the PodMonitor and the operator scrape (a local run keeps loopback).
+    env.append({"name": c.PRETRAIN_METRICS_ADDR, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
     if spec.storage.credentials_secret:
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             ref = {"name": spec.storage.credentials_secret, "key": key}

@@ -32,6 +32,7 @@ from pretrain_trainer.launch import free_port
 from tests.support.kube_api import ApiServer
 
 BIN = Path(sys.executable).parent
+POD_IP = "127.0.0.1"  # every pod shares the host's loopback
 
 
 @dataclass
@@ -182,7 +183,8 @@ class Kubelet:
                 elif not ref.get("optional"):
                     raise AssertionError(f"pod {name}: secret {ref['name']} has no key {ref['key']}")
             elif "fieldRef" in item["valueFrom"]:
-                env[item["name"]] = name if item["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name" else ""
+                fields = {"metadata.name": name, "status.podIP": POD_IP}
+                env[item["name"]] = fields.get(item["valueFrom"]["fieldRef"]["fieldPath"], "")
         termination_log = Path(local(container.get("terminationMessagePath", "/dev/termination-log")))
         termination_log.parent.mkdir(parents=True, exist_ok=True)
         command = [local(a) for a in container["command"] + container.get("args", [])]
@@ -195,7 +197,7 @@ class Kubelet:
         self.history.append(name)
         status = {
             "phase": "Running",
-            "podIP": "127.0.0.1",
+            "podIP": POD_IP,
             "containerStatuses": [{"name": "trainer", "ready": True, "state": {"running": {}}}],
         }
         self.api.patch("v1", "pods", ns, name, {"status": status}, sub="status")

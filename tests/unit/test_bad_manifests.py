@@ -135,6 +135,15 @@ ROWS = [
     ("min-lr-ratio-nan", {"spec.optimizer.minLrRatio": float("nan")}, "spec.optimizer.minLrRatio", "operator"),
     ("learning-rate-infinite", {"spec.optimizer.lr": float("inf")}, "spec.optimizer.lr", "operator"),
     ("grad-clip-minus-infinity", {"spec.optimizer.gradClip": float("-inf")}, "spec.optimizer.gradClip", "both"),
+    # Credentials in a URI would be copied into the ConfigMap and every checkpoint manifest: refused, never echoed.
+    ("endpoint-with-password", {"spec.storage.endpoint": "https://ak:pw@s3.example"}, "storage.endpoint", "operator"),
+    ("uri-with-password", {"spec.checkpoint.uri": "s3://ak:pw@ckpt/run"}, "spec.checkpoint.uri", "operator"),
+    (
+        "endpoint-with-presigned-query",
+        {"spec.storage.endpoint": "https://s3.example/?X-Amz-Credential=AKIA&X-Amz-Signature=ff"},
+        "spec.storage.endpoint",
+        "operator",
+    ),
     ("label-value-not-a-string", {"spec.workers.labels": {"tier": 1}}, "spec.workers.labels", "schema"),
     ("pull-secret-not-a-name", {"spec.workers.imagePullSecrets": [{"name": "reg"}]}, "imagePullSecrets", "schema"),
 ]
@@ -207,3 +216,11 @@ def test_objective_mismatch_message_is_grammatical():
     bad = manifest(**{"spec.model.architecture": "bert", "spec.data.sequenceLength": 128})
     messages = "\n".join(operator_errors(bad))
     assert "needs a decoder architecture" in messages
+
+
+def test_credentials_in_a_uri_are_refused_without_repeating_them_and_point_to_the_secret():
+    errors = operator_errors(manifest(**{"spec.storage.endpoint": "https://user:s3cr3t-value@s3.example"}))
+    assert errors and "storage.credentialsSecret" in errors[0]
+    assert not any("s3cr3t-value" in e for e in errors)
+    errors = operator_errors(manifest(**{"spec.data.train": "s3://user:s3cr3t-value@Bad_Bucket/x"}))
+    assert errors and not any("s3cr3t-value" in e for e in errors)

@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 from prometheus_client.parser import text_string_to_metric_families
 
 from pretrain_trainer import metrics as m
+from pretrain_trainer.contract import PRETRAIN_METRICS_ADDR
 from pretrain_trainer.launch import free_port
 from pretrain_trainer.metrics import METRIC_NAMES, StepMetrics, TrainerMetrics
 
@@ -206,3 +207,17 @@ def test_peak_flops_on_cpu_and_override(monkeypatch):
 def test_model_flops_per_token_follows_palm():
     # GPT-2 small: 124M parameters, 12 layers, hidden 768, 1024 positions.
     assert m.model_flops_per_token(124_000_000, 12, 768, 1024) == 6 * 124e6 + 12 * 12 * 768 * 1024
+
+
+def test_a_local_run_serves_metrics_on_loopback_only(monkeypatch):
+    monkeypatch.delenv(PRETRAIN_METRICS_ADDR, raising=False)
+    with TrainerMetrics("local", 0) as metrics:
+        assert metrics._server.server_address[0] == "127.0.0.1"
+        assert "pretrain_step" in scrape(metrics.port)
+
+
+def test_in_a_pod_metrics_listen_on_the_address_the_pod_gives(monkeypatch):
+    # The operator sets PRETRAIN_METRICS_ADDR to the pod IP (downward API); loopback stands in for it here.
+    monkeypatch.setenv(PRETRAIN_METRICS_ADDR, "127.0.0.2")
+    with TrainerMetrics("pod", 0) as metrics:
+        assert metrics._server.server_address[0] == "127.0.0.2"

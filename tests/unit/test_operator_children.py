@@ -138,6 +138,11 @@ def test_pods_leave_per_process_variables_to_the_launcher(pods, index):
     assert not names & {"PET_MAX_RESTARTS", "PRETRAIN_ATTEMPT", "POD_NAME"}
 
 
+def test_metrics_listen_on_the_pod_ip_where_the_pod_monitor_scrapes(pods):
+    # The trainer's default is loopback (a local run publishes nothing); in a pod the downward API gives the IP.
+    assert env_refs(pods[0])[c.PRETRAIN_METRICS_ADDR] == {"fieldRef": {"fieldPath": "status.podIP"}}
+
+
 def test_every_env_value_is_a_string(pods):
     for e in container(pods[0])["env"]:
         assert isinstance(e.get("value", ""), str), e

@@ -49,9 +49,9 @@ def run_job(config: str, run_dir: str | None = None) -> int:
 
     Both ``python -m pretrain_trainer`` and ``pretrainjob train`` land here.
     """
-    logging.basicConfig(
-        level=os.environ.get(PRETRAIN_LOG_LEVEL, "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    from pretrain_trainer.log_secrets import configure_logging
+
+    configure_logging(os.environ.get(PRETRAIN_LOG_LEVEL, "INFO"))
     # Quiet by default: one line per N steps from rank 0, warnings from everyone.
     logging.getLogger("pretrain_trainer.train").setLevel(
         logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING

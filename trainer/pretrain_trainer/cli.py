@@ -69,14 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from pretrain_trainer.data.shards import ShardError
+    from pretrain_trainer.log_secrets import configure_logging
     from pretrain_trainer.storage import StorageError
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return args.func(args)
     except (ValueError, FileExistsError, StorageError, ShardError) as err:

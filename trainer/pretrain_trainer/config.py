@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from pretrain_trainer.contract import API_VERSION, KIND, MAX_NAME_LENGTH, METRICS_PORT, WORKER_POD_INFIX
+from pretrain_trainer.errors import redact_url
 from pretrain_trainer.spec_schema import (
     ConfigError,
     Problem,
@@ -412,7 +413,7 @@ def uri_problem(value: str, path: str) -> Problem | None:
     if value and ":" in value.split("/", 1)[0] and not _URI_RE.match(value):
         return Problem(
             path,
-            f"{value!r} is not a valid URI; use s3://bucket/prefix (bucket: 3-63 lower-case "
+            f"{redact_url(value)!r} is not a valid URI; use s3://bucket/prefix (bucket: 3-63 lower-case "
             "letters, digits, '.' and '-'), file:///path or a local path",
         )
     return None

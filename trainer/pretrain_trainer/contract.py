@@ -53,6 +53,18 @@ MASTER_PORT = "MASTER_PORT"
 PRETRAIN_RUN_DIR = "PRETRAIN_RUN_DIR"  # local folder for logs and the summary
 PRETRAIN_TERMINATION_LOG = "PRETRAIN_TERMINATION_LOG"  # where global rank 0 leaves its termination record
 PRETRAIN_LOG_LEVEL = "PRETRAIN_LOG_LEVEL"
+# The address rank 0's /metrics listens on: the pod's IP in a pod (where the PodMonitor and the operator scrape);
+# unset (a local run) it is loopback, so a laptop or a shared node does not publish its training metrics.
+PRETRAIN_METRICS_ADDR = "PRETRAIN_METRICS_ADDR"
+METRICS_LOCAL_ADDR = "127.0.0.1"
+# The HMAC key checkpoint manifests are signed with (from spec.checkpoint.signingSecret's Secret).
+PRETRAIN_CHECKPOINT_SIGNING_KEY = "PRETRAIN_CHECKPOINT_SIGNING_KEY"
+# S3 credentials (from spec.storage.credentialsSecret's Secret, under these names as its keys too).
+AWS_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID"
+AWS_SECRET_ACCESS_KEY = "AWS_SECRET_ACCESS_KEY"
+AWS_SESSION_TOKEN = "AWS_SESSION_TOKEN"
+# Variables whose values are secrets: log output replaces them wherever they appear.
+SECRET_VARIABLES = (AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, PRETRAIN_CHECKPOINT_SIGNING_KEY)
 
 # --- exit codes of a trainer process (and of `pretrainjob worker`, which passes them on) --------------------------
 

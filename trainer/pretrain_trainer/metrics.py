@@ -29,6 +29,8 @@ import torch
 import torch.distributed as dist
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from pretrain_trainer.contract import METRICS_LOCAL_ADDR, PRETRAIN_METRICS_ADDR
+
 # The metric families as they appear on /metrics (counters with their `_total` suffix; histograms also expose
 # `<name>_bucket`, `<name>_sum` and `<name>_count`). Dashboards and alerts may use exactly these names.
 METRIC_NAMES: tuple[str, ...] = (
@@ -98,10 +100,12 @@ class TrainerMetrics:
     """The trainer's metrics and their HTTP endpoint. With enabled=False (ranks other than 0, or
     `metrics.port: 0`) every method is a cheap no-op and nothing listens."""
 
-    def __init__(self, job: str, port: int, enabled: bool = True) -> None:
+    def __init__(self, job: str, port: int, enabled: bool = True, addr: str | None = None) -> None:
+        """`addr`: where /metrics listens; default $PRETRAIN_METRICS_ADDR (the pod IP in a pod), else loopback."""
         self.job = job
         self.port = port
         self.enabled = enabled
+        self.addr = addr or os.environ.get(PRETRAIN_METRICS_ADDR) or METRICS_LOCAL_ADDR
         self.registry = CollectorRegistry(auto_describe=True)
         self._server = None
         self._thread: threading.Thread | None = None
@@ -156,11 +160,11 @@ class TrainerMetrics:
     # ------------------------------------------------------------------------------------------ serving
 
     def start(self) -> int:
-        """Serve /metrics on 0.0.0.0:port (port 0: a free port); returns the port, or 0 when disabled."""
+        """Serve /metrics on addr:port (port 0: a free port); returns the port, or 0 when disabled."""
         if not self.enabled:
             return 0
         if self._server is None:
-            self._server, self._thread = start_http_server(self.port, addr="0.0.0.0", registry=self.registry)
+            self._server, self._thread = start_http_server(self.port, addr=self.addr, registry=self.registry)
             self.port = self._server.server_port
         return self.port
 

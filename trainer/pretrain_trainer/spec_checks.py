@@ -4,7 +4,9 @@ masking, batch divisibility, GPUs per pod. `config.parse_spec` runs them once th
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from pretrain_trainer.config import ARCHITECTURES, MlmSpec, PretrainJobSpec, uri_problem
 from pretrain_trainer.spec_schema import Problem, yaml_name
@@ -38,7 +40,40 @@ def _uri_problems(spec: PretrainJobSpec, path: str) -> list[Problem]:
         (spec.checkpoint.uri, "checkpoint.uri"),
         (spec.model.from_, "model.from"),
     ]
-    return [p for v, where in uris if (p := uri_problem(v, f"{path}.{where}"))]
+    out = [
+        p
+        for v, where in [*uris, (spec.storage.endpoint, "storage.endpoint")]
+        if (p := credentials_problem(v, f"{path}.{where}"))
+    ]
+    refused = {p.path for p in out}
+    return out + [
+        p for v, where in uris if f"{path}.{where}" not in refused and (p := uri_problem(v, f"{path}.{where}"))
+    ]
+
+
+# Query parameters of presigned URLs and similar: whoever reads the spec could use them.
+_SECRET_QUERY = re.compile(r"(?i)(^|[?&;])[^=&;]*(signature|credential|token|secret|password|passwd|key)[^=&;]*=")
+
+
+def credentials_problem(value: str, path: str) -> Problem | None:
+    """A URI (or endpoint) that carries credentials: `user:password@` or a presigned/secret query parameter.
+    The spec is copied into the ConfigMap, every checkpoint manifest and logs, so credentials in it are in the
+    clear; the message never repeats them."""
+    parts = urlsplit(value) if "://" in value else None
+    if parts is None:
+        return None
+    if "@" in parts.netloc:
+        what = "a user name and password (user:password@)"
+    elif _SECRET_QUERY.search(parts.query):
+        what = "a secret query parameter (a signature, token or key)"
+    else:
+        return None
+    return Problem(
+        path,
+        f"holds {what}; credentials never go in the spec (it is stored in a ConfigMap and in every checkpoint "
+        f"manifest). Remove them and put AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in a Secret named by "
+        f"storage.credentialsSecret (or give the pods a workload identity)",
+    )
 
 
 def _model_problems(spec: PretrainJobSpec, path: str) -> list[Problem]:

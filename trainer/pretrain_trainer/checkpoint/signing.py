@@ -20,8 +20,8 @@ import os
 from typing import Any
 
 from pretrain_trainer.checkpoint.layout import MANIFEST, CheckpointError
+from pretrain_trainer.contract import PRETRAIN_CHECKPOINT_SIGNING_KEY as SIGNING_KEY_ENV
 
-SIGNING_KEY_ENV = "PRETRAIN_CHECKPOINT_SIGNING_KEY"
 SIGNATURE = "signature"
 ALGORITHM = "hmac-sha256"
 MIN_KEY_BYTES = 16

@@ -1,0 +1,96 @@
+"""No credential in the clear: a job trained at DEBUG with planted S3 credentials (a secret key, a session token,
+a checkpoint signing key) against the loopback S3 endpoint, and the operator handling a spec with credentials in
+its endpoint. Every log line, JSON log, summary, checkpoint manifest, ConfigMap, event and status is searched
+for the planted values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from pretrain_operator.lifecycle import Settings, plan
+from pretrain_trainer.contract import (
+    API_VERSION,
+    AWS_SECRET_ACCESS_KEY,
+    AWS_SESSION_TOKEN,
+    KIND,
+    PRETRAIN_CHECKPOINT_SIGNING_KEY,
+    PRETRAIN_LOG_LEVEL,
+)
+from pretrain_trainer.launch import run_local
+from pretrain_trainer.storage import open_store
+from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec
+from tests.support.jobs import make_dataset, write_job
+from tests.support.s3 import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
+
+ROOT = Path(__file__).resolve().parents[2]
+PLANTED_TOKEN = "PlantedSessionToken-3b1f9c0d7e5a"
+PLANTED_SIGNING_KEY = "PlantedSigningKey-a41c77e2d09b"
+PLANTED_PASSWORD = "PlantedPassword-55e1d3c9"
+
+
+def secrets_in(text: str) -> list[str]:
+    planted = (TEST_SECRET_ACCESS_KEY, PLANTED_TOKEN, PLANTED_SIGNING_KEY, PLANTED_PASSWORD)
+    return [secret for secret in planted if secret in text]
+
+
+@pytest.mark.slow
+def test_a_debug_run_leaves_no_credential_in_logs_summary_or_checkpoint_manifests(s3, s3_endpoint, tmp_path):
+    data = make_dataset("s3://secrets-run", "bundled", TokenizerTrainingSpec(model="bpe", vocab_size=512), s3)
+    ckpt = f"s3://secrets-run/runs/{tmp_path.name}"
+    job = write_job(
+        tmp_path / "job.yaml",
+        "secrets",
+        data,
+        s3_endpoint,
+        training={"maxSteps": 4, "logEverySteps": 1},
+        checkpoint={"uri": ckpt, "everySteps": 2},
+    )
+    env = {
+        "AWS_ACCESS_KEY_ID": TEST_ACCESS_KEY_ID,
+        AWS_SECRET_ACCESS_KEY: TEST_SECRET_ACCESS_KEY,
+        AWS_SESSION_TOKEN: PLANTED_TOKEN,
+        PRETRAIN_CHECKPOINT_SIGNING_KEY: PLANTED_SIGNING_KEY,
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        PRETRAIN_LOG_LEVEL: "DEBUG",
+    }
+    run_dir = tmp_path / "run"
+    assert run_local(str(job), 1, run_dir, extra_env=env) == 0, (run_dir / "rank-0.log").read_text()[-3000:]
+
+    outputs = {path.name: path.read_text(errors="replace") for path in run_dir.rglob("*") if path.is_file()}
+    assert {"rank-0.log", "train.jsonl", "summary.json"} <= set(outputs)
+    assert "botocore" in outputs["rank-0.log"]  # DEBUG really was on: the request dumps were logged, scrubbed
+    store = open_store(ckpt, s3)
+    manifests = [info.key for info in store.list("") if info.key.endswith("MANIFEST.json")]
+    assert len(manifests) == 2
+    outputs.update({key: store.read(key).decode() for key in manifests})
+    assert all(json.loads(outputs[key])["signature"] for key in manifests)
+    leaks = {name: found for name, text in outputs.items() if (found := secrets_in(text))}
+    assert not leaks
+
+
+def test_the_operator_fails_a_spec_with_credentials_in_its_endpoint_and_repeats_them_nowhere():
+    job = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": "leaky", "namespace": "ns", "uid": "u1", "generation": 1},
+        "spec": {
+            "tokenizer": {"uri": "s3://bucket/tok"},
+            "data": {"train": f"s3://ak:{PLANTED_PASSWORD}@bucket/train"},
+            "training": {"globalBatchSamples": 8, "microBatchSize": 8},
+            "storage": {"endpoint": f"https://ak:{PLANTED_PASSWORD}@s3.example"},
+        },
+    }
+    out = plan(job, [], None, None, None, datetime(2026, 1, 1, tzinfo=timezone.utc), Settings())
+
+    assert out.status["phase"] == "Failed" and "storage.credentialsSecret" in out.status["message"]
+    assert not out.create  # no ConfigMap, no pods
+    everything = json.dumps([out.status, [vars(event) for event in out.events], out.create, out.replace])
+    assert not secrets_in(everything)
