@@ -7,7 +7,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-from pretrain_trainer.checkpoint.layout import CheckpointError
+from pretrain_trainer.checkpoint.layout import CheckpointError, CheckpointUnusable
 
 
 def process_group_active() -> bool:
@@ -21,22 +21,23 @@ def agree(
     payload, in rank order (just `[payload]` when not `distributed`).
 
     The failing rank re-raises its own exception (a StorageError stays a StorageError); the others raise a
-    CheckpointError naming `uri` and the first failed rank. A collective when `distributed`: every rank must call
-    it, in the same order.
+    CheckpointError naming `uri` and the first failed rank, a CheckpointUnusable when that rank found the
+    checkpoint unusable, so that every rank falls back to an earlier one together. A collective when
+    `distributed`: every rank must call it, in the same order.
     """
     if not distributed:
         if error is not None:
             raise error
         return [payload]
     gathered: list[Any] = [None] * world_size
-    mine = None if error is None else f"{type(error).__name__}: {error}"
+    mine = None if error is None else (f"{type(error).__name__}: {error}", isinstance(error, CheckpointUnusable))
     dist.all_gather_object(gathered, (mine, payload))
     if error is not None:
         raise error
-    failed = [(rank, message) for rank, (message, _) in enumerate(gathered) if message is not None]
+    failed = [(rank, failure) for rank, (failure, _) in enumerate(gathered) if failure is not None]
     if failed:
-        rank, message = failed[0]
-        raise CheckpointError(uri, f"rank {rank} failed: {message}")
+        rank, (message, unusable) = failed[0]
+        raise (CheckpointUnusable if unusable else CheckpointError)(uri, f"rank {rank} failed: {message}")
     return [item for _, item in gathered]
 
 

@@ -5,15 +5,19 @@ over what a scan finds (which steps are complete, which to prune, when the next 
     step-00000100/__0_0.distcp         DCP data, one file per rank: model, optimizer and scheduler state
     step-00000100/extra-rank0.pt       per-rank RNG states
     step-00000100/MANIFEST.json        written last, by rank 0, once every rank finished uploading
+    step-00000080.damaged-20261202T014500Z/     a checkpoint that failed verification on resume, set aside
+    step-00000120.superseded-20261202T020000Z/  a newer checkpoint set aside by checkpoint.resumeFrom
     hf/step-00000100/                  Hugging Face export
 
-A step directory is complete exactly when its MANIFEST.json exists.
+A step directory is complete exactly when its MANIFEST.json exists. Set-aside directories are kept for people
+to inspect: nothing here scans, loads, prunes or deletes them.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -47,9 +51,18 @@ class CheckpointNotFound(CheckpointError):
     """No complete checkpoint (one with a manifest) exists for the requested step."""
 
 
-class CheckpointCorrupt(CheckpointError):
+class CheckpointUnusable(CheckpointError):
+    """A complete checkpoint that cannot be resumed from as it is: damaged, or written in a newer format. Resuming
+    sets it aside and falls back to the newest earlier checkpoint that verifies."""
+
+
+class CheckpointCorrupt(CheckpointUnusable):
     """A complete checkpoint is damaged: its manifest is unreadable, or an object it lists is missing, has
     the wrong size or the wrong SHA-256."""
+
+
+class CheckpointFormatTooNew(CheckpointUnusable):
+    """A checkpoint written by a newer trainer, in a format this one does not read."""
 
 
 # ---------------------------------------------------------------------------------------------- names
@@ -72,6 +85,12 @@ def is_extra(key: str) -> bool:
 def hf_dir(step: int) -> str:
     """Where `export_hf` writes a step's Hugging Face export, relative to the checkpoint root."""
     return f"{HF_PREFIX}/{step_dir(step)}"
+
+
+def aside_dir(step: int, reason: str, unix: float) -> str:
+    """Where a checkpoint set aside for `reason` ("damaged", "superseded") at `unix` time goes. The suffix keeps
+    it out of `scan` (and so out of loading and pruning) and frees the step's own name for a new save."""
+    return f"{step_dir(step)}.{reason}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(unix))}"
 
 
 @dataclass(frozen=True)
@@ -112,19 +131,22 @@ def complete_steps(found: dict[int, bool]) -> list[int]:
     return sorted(step for step, complete in found.items() if complete)
 
 
-def prune_plan(found: dict[int, bool], keep: int) -> list[int]:
-    """The steps to delete so that the newest `keep` complete checkpoints remain (oldest first).
+def prune_plan(found: dict[int, bool], keep: int, good: set[int] | None = None) -> list[int]:
+    """The steps to delete so that the newest `keep` known-good checkpoints remain (oldest first).
 
-    Older complete checkpoints go, and so do partial ones older than the newest complete one (crashed saves).
-    A partial checkpoint newer than every complete one may be a save in progress and is never chosen; with no
-    complete checkpoint at all nothing is chosen either.
+    `good`: the complete steps known to be good (finite loss and gradient norm at their step); None: all of them.
+    A checkpoint is never pruned in favour of a newer one that is not known to be good: the newest `keep` good
+    ones stay, and so does every complete one newer than the newest good one. Older complete checkpoints go, and
+    so do partial ones older than the newest complete one (crashed saves). A partial checkpoint newer than every
+    complete one may be a save in progress and is never chosen; with no complete checkpoint nothing is chosen.
     """
     if keep < 1:
         raise ValueError(f"keep: must be an integer >= 1, got {keep!r}")
     complete = complete_steps(found)
     if not complete:
         return []
-    kept = set(complete[-keep:])
+    known = [step for step in complete if good is None or step in good]
+    kept = set(known[-keep:]) | {step for step in complete if not known or step > known[-1]}
     newest = complete[-1]
     return sorted(step for step, done in found.items() if step not in kept and (done or step < newest))
 
@@ -150,8 +172,10 @@ def build_manifest(
     has_scheduler: bool,
     created_unix: float,
     torch_version: str,
+    known_good: bool = True,
 ) -> dict[str, Any]:
-    """The MANIFEST.json document of a complete checkpoint: every object sorted by key, and the caller's state."""
+    """The MANIFEST.json document of a complete checkpoint: every object sorted by key, and the caller's state.
+    `known_good`: the loss and gradient norm of this step were finite (pruning keeps the newest good ones)."""
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -162,6 +186,7 @@ def build_manifest(
         "torch_version": torch_version,
         "has_optimizer": has_optimizer,
         "has_scheduler": has_scheduler,
+        "known_good": known_good,
         "objects": sorted(objects, key=lambda obj: obj["key"]),
         "trainer_state": trainer_state,
     }
@@ -188,10 +213,18 @@ def read_manifest(store: ObjectStore, step: int) -> dict[str, Any]:
         raise CheckpointCorrupt(uri, f"{MANIFEST} is unreadable ({exc}); {DAMAGED_FIX}") from None
     version = manifest.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(
-            uri, f"checkpoint format version {version!r} is newer than this trainer reads ({FORMAT_VERSION})"
+        raise CheckpointFormatTooNew(
+            uri,
+            f"checkpoint format version {version!r} is newer than this trainer reads ({FORMAT_VERSION}); run a "
+            "trainer image that reads it, or resume from an earlier step",
         )
     return manifest
+
+
+def known_good(manifest: dict[str, Any]) -> bool:
+    """Whether a manifest says its step's loss and gradient norm were finite (manifests from before the field
+    existed say nothing, so they are not known to be good)."""
+    return manifest.get("known_good") is True
 
 
 def delete_step(store: ObjectStore, step: int) -> None:

@@ -53,11 +53,21 @@ from pretrain_trainer.checkpoint.layout import (
     extra_name,
     hf_dir,
     is_extra,
+    known_good,
     prune_plan,
     read_manifest,
     save_due,
     scan,
     step_dir,
+)
+from pretrain_trainer.checkpoint.recovery import (
+    ManifestCheck,
+    Resumed,
+    remove_dead_staging,
+    remove_killed_saves,
+    resume_newest,
+    set_aside,
+    staging_prefix,
 )
 from pretrain_trainer.checkpoint.rng import rng_state, set_rng_state
 from pretrain_trainer.checkpoint.safe_load import SafeFileSystemReader, SafeLoadPlanner, refusal_of
@@ -149,6 +159,39 @@ class CheckpointManager:
         """The parsed MANIFEST.json of a step; CheckpointNotFound if that checkpoint is missing or partial."""
         return read_manifest(self.store, step)
 
+    def resume(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer | None,
+        scheduler: Any | None,
+        *,
+        floor: int | None = None,
+        check: ManifestCheck | None = None,
+    ) -> Resumed | None:
+        """Load the newest checkpoint that verifies (all ranks call this; all load the same step); None when
+        there is none. A damaged or newer-format one is set aside (`step-N.damaged-<time>/`, never deleted), with
+        a warning, and the next older one is tried. `floor`: consider only steps >= floor, and raise instead of
+        setting the floor's own checkpoint aside (a step the user picked). `check(manifest)` runs on the
+        manifest before anything is downloaded: raising CheckpointUnusable there falls back too, any other
+        exception ends the resume.
+        """
+        return resume_newest(self, model, optimizer, scheduler, floor=floor, check=check)
+
+    def set_aside(self, step: int, reason: str) -> str:
+        """Move a step's checkpoint to `step-N.<reason>-<time>/` (rank 0 moves, all ranks call); its new URI."""
+        moved: list[str] = []
+        self._on_rank0(self.checkpoint_uri(step), lambda: moved.append(set_aside(self.store, step, reason)))
+        return moved[0] if moved else self.store.uri_for(f"{step_dir(step)}.{reason}")
+
+    def clean_up(self) -> list[int]:
+        """Remove the leftovers of killed saves: partial step directories and temporary objects (rank 0), and
+        each rank's staging folders of dead processes. Call on all ranks, only while this run holds the root's
+        lease (a partial directory is then never a save in progress). Returns the partial steps removed."""
+        removed: list[int] = []
+        self._on_rank0(self.uri, lambda: removed.extend(remove_killed_saves(self.store)))
+        remove_dead_staging(self.staging_dir, self.rank)
+        return removed
+
     def due(self, step: int, final: bool = False) -> bool:
         """Whether the trainer should save after `step`: every `every_steps` steps and at the end of the run
         (`final`), never twice at the same step. The same answer on every rank."""
@@ -171,7 +214,7 @@ class CheckpointManager:
 
     @contextlib.contextmanager
     def _staging(self, what: str, step: int) -> Iterator[str]:
-        path = tempfile.mkdtemp(prefix=f"ckpt-{what}-{step_dir(step)}-rank{self.rank}-", dir=self.staging_dir)
+        path = tempfile.mkdtemp(prefix=staging_prefix(what, step, self.rank), dir=self.staging_dir)
         try:
             yield path
         finally:
@@ -196,11 +239,14 @@ class CheckpointManager:
         optimizer: torch.optim.Optimizer | None,
         scheduler: Any | None,
         trainer_state: dict[str, Any],
+        *,
+        known_good: bool = True,
     ) -> str:
         """Write the checkpoint of `step` (all ranks call this); returns its URI once it is complete.
 
         Saves model and optimizer state (DDP or FSDP2 aware), `scheduler.state_dict()`, each rank's RNG states,
-        and `trainer_state`, a JSON-able dict that `load()` returns. An existing checkpoint of the same step is
+        and `trainer_state`, a JSON-able dict that `load()` returns. `known_good`: the step's loss and gradient
+        norm were finite (pruning never drops the newest good ones). An existing checkpoint of the same step is
         replaced (its manifest goes first, so it is never half-old, half-new and complete). Does not prune:
         call `prune()` afterwards.
         """
@@ -225,6 +271,7 @@ class CheckpointManager:
             has_scheduler=scheduler is not None,
             created_unix=time.time(),
             torch_version=torch.__version__,
+            known_good=known_good,
         )
         if self.signing_key is not None:
             manifest = sign(manifest, self.signing_key)
@@ -275,18 +322,21 @@ class CheckpointManager:
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer | None,
         scheduler: Any | None,
+        *,
+        check: ManifestCheck | None = None,
     ) -> dict[str, Any]:
         """Restore the checkpoint of `step` into `model`, `optimizer` and `scheduler` (all ranks call this).
 
         Also restores this rank's RNG states (those of rank `min(rank, saved_world_size - 1)` when the world
         size changed) and returns the `trainer_state` given to `save()`. `optimizer` and `scheduler` may be
-        None to load only the model. Raises CheckpointNotFound for a missing or partial checkpoint and
-        CheckpointCorrupt when an object the manifest lists is missing or damaged.
+        None to load only the model. `check(manifest)` runs before anything is downloaded. Raises
+        CheckpointNotFound for a missing or partial checkpoint and CheckpointCorrupt when an object the manifest
+        lists is missing or damaged; nothing is restored then.
         """
         uri = self.checkpoint_uri(step)
         started = time.monotonic()
         with self._staging("load", step) as staging:
-            manifest, source_rank = self._fetch(step, uri, optimizer, scheduler, staging)
+            manifest, source_rank = self._fetch(step, uri, optimizer, scheduler, staging, check)
             fetched = time.monotonic()
             state = self._state_dict(model, optimizer, scheduler)
             reader, planner = SafeFileSystemReader(staging), SafeLoadPlanner()
@@ -326,7 +376,9 @@ class CheckpointManager:
         trainer_state: dict[str, Any] = manifest["trainer_state"]
         return trainer_state
 
-    def _fetch(self, step: int, uri: str, optimizer: Any, scheduler: Any, staging: str) -> tuple[dict[str, Any], int]:
+    def _fetch(
+        self, step: int, uri: str, optimizer: Any, scheduler: Any, staging: str, check: ManifestCheck | None
+    ) -> tuple[dict[str, Any], int]:
         """Read and check the manifest, download the DCP files and this rank's RNG file into `staging`, and agree
         on failure. Returns the manifest and the rank whose RNG states this rank takes."""
         error: BaseException | None = None
@@ -335,6 +387,8 @@ class CheckpointManager:
         try:
             manifest = self.manifest(step)
             verify(uri, manifest, self.signing_key)
+            if check is not None:
+                check(manifest)
             source_rank = self._check_manifest(uri, manifest, optimizer, scheduler)
             wanted = [
                 obj for obj in manifest["objects"] if not is_extra(obj["key"]) or obj["key"] == extra_name(source_rank)
@@ -369,18 +423,26 @@ class CheckpointManager:
     # -- prune
 
     def prune(self) -> list[int]:
-        """Keep the newest `keep` complete checkpoints; delete older complete ones and partial ones older than
-        the newest complete one (a newer partial one may be a save in progress). Returns the deleted steps.
+        """Keep the newest `keep` known-good checkpoints (and any newer complete ones); delete older complete
+        ones and partial ones older than the newest complete one (a newer partial one may be a save in
+        progress). Returns the deleted steps.
 
         Only rank 0 deletes; on other ranks this is a no-op returning []. Safe to call on all ranks.
         """
         if self.rank != 0:
             return []
-        doomed = prune_plan(scan(self.store), self.keep)
+        found = scan(self.store)
+        doomed = prune_plan(found, self.keep, {step for step in complete_steps(found) if self._known_good(step)})
         for step in doomed:
             delete_step(self.store, step)
             log.info("pruned checkpoint %s", self.checkpoint_uri(step))
         return doomed
+
+    def _known_good(self, step: int) -> bool:
+        try:
+            return known_good(self.manifest(step))
+        except CheckpointError:  # unreadable: not known to be good
+            return False
 
     # -- export
 

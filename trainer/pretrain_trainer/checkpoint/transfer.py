@@ -83,6 +83,14 @@ def download_all(store: ObjectStore, uri: str, objects: list[dict[str, Any]], st
             raise _corrupt(uri, obj["key"], "does not match its SHA-256")
 
 
+def copy_object(store: ObjectStore, src: str, dst: str) -> None:
+    """Copy one object within `store` in TRANSFER_CHUNK ranges, so a multi-GiB shard never sits in memory."""
+    size = store.size(src)
+    with store.open_writer(dst) as writer:
+        for start in range(0, size, TRANSFER_CHUNK):
+            writer.write(store.read(src, start, min(start + TRANSFER_CHUNK, size)))
+
+
 def sha256_file(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -91,4 +99,12 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["TRANSFER_CHUNK", "TRANSFER_THREADS", "download_all", "sha256_file", "upload_dir", "upload_file"]
+__all__ = [
+    "TRANSFER_CHUNK",
+    "TRANSFER_THREADS",
+    "copy_object",
+    "download_all",
+    "sha256_file",
+    "upload_dir",
+    "upload_file",
+]

@@ -264,6 +264,12 @@ class ObjectStore(abc.ABC):
         """Remove the object; a missing object is not an error."""
 
     @abc.abstractmethod
+    def sweep(self, prefix: str = "") -> int:
+        """Remove what interrupted writes left under `prefix`: temporary files and the empty directories of a
+        local store, unfinished multipart uploads of S3. Returns how many things went. Call it only when no
+        writer of this prefix can be active (e.g. the checkpoint root, once this run holds its lease)."""
+
+    @abc.abstractmethod
     def child(self, prefix: str) -> ObjectStore:
         """A store rooted at `<root>/<prefix>` sharing this one's connection and options."""
 

@@ -203,6 +203,21 @@ class LocalStore(ObjectStore):
         except OSError as exc:
             raise self._error(key, "delete", exc) from exc
 
+    def sweep(self, prefix: str = "") -> int:
+        top = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        removed = 0
+        for dirpath, _, filenames in os.walk(top, topdown=False):
+            for name in filenames:
+                if TMP_MARKER in name:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(dirpath, name))
+                        removed += 1
+            if dirpath != self.root and not os.listdir(dirpath):
+                with contextlib.suppress(OSError):  # someone wrote into it meanwhile: keep it
+                    os.rmdir(dirpath)
+                    removed += 1
+        return removed
+
     def child(self, prefix: str) -> LocalStore:
         check_key(self.uri, prefix.strip("/"))
         return LocalStore(os.path.join(self.root, *prefix.strip("/").split("/")))

@@ -299,6 +299,29 @@ class S3Store(ObjectStore):
         request = {"Bucket": self.bucket, "Key": self._key(key)}
         self._call(lambda: self.client.delete_object(**request), self.uri_for(key), "DeleteObject", "s3:DeleteObject")
 
+    def sweep(self, prefix: str = "") -> int:
+        root = f"{self.prefix}/" if self.prefix else ""
+        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": root + prefix}
+        uri = self.uri_for(prefix) if prefix else self.uri
+        uploads: list[tuple[str, str]] = []
+        while True:
+            page = self._call(
+                lambda: self.client.list_multipart_uploads(**request), uri, "ListMultipartUploads", "s3:ListBucket"
+            )
+            uploads.extend((up["Key"], up["UploadId"]) for up in page.get("Uploads", ()))
+            if not page.get("IsTruncated"):
+                break
+            request.update(KeyMarker=page["NextKeyMarker"], UploadIdMarker=page["NextUploadIdMarker"])
+        for key, upload_id in uploads:
+            abort = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id}
+            self._call(
+                lambda abort=abort: self.client.abort_multipart_upload(**abort),
+                f"s3://{self.bucket}/{key}",
+                "AbortMultipartUpload",
+                "s3:AbortMultipartUpload",
+            )
+        return len(uploads)
+
     def child(self, prefix: str) -> S3Store:
         return S3Store(self.bucket, self._key(prefix.strip("/")), self.options, client=self.client)
 
