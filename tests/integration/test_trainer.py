@@ -47,7 +47,8 @@ def child_env(s3, monkeypatch):
         "AWS_SECRET_ACCESS_KEY": TEST_SECRET_ACCESS_KEY,
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "PYTHONPATH": str(ROOT),
+        # The checkout first (a developer's PYTHONPATH may point at a worktree's packages: keep it after ROOT).
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
         "PRETRAIN_LOG_LEVEL": "WARNING",
     }
     for key, value in env.items():
@@ -229,6 +230,17 @@ def test_a_wrong_field_fails_fast_with_its_path(gpt_data, s3_endpoint, child_env
     )
     assert proc.returncode == 2
     assert "spec.training.microBatchSzie: unknown field; did you mean 'microBatchSize'?" in proc.stderr
+
+
+def test_a_misspelt_model_setting_is_refused_before_the_model_is_built(gpt_data, s3_endpoint, child_env, tmp_path):
+    config = {"n_layers": 2, "n_embd": 64, "n_head": 4, "n_positions": 64}  # n_layers: GPT-2 spells it n_layer
+    job = write_job(tmp_path / "job.yaml", "typo", gpt_data, s3_endpoint, model={"config": config})
+    proc = subprocess.run(
+        [sys.executable, "-m", "pretrain_trainer", "--config", str(job)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2
+    assert "spec.model.config.n_layers: not a setting of gpt2 (GPT2Config); did you mean 'n_layer'?" in proc.stderr
+    assert "step " not in proc.stdout
 
 
 def test_an_unreachable_bucket_fails_before_training_with_a_clear_message(gpt_data, s3_endpoint, child_env, tmp_path):

@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from pretrain_trainer import distributed
 from pretrain_trainer.batches import job_loader, objective_batch
 from pretrain_trainer.checkpoint import CheckpointManager
-from pretrain_trainer.config import Job, PretrainJobSpec, to_dict
+from pretrain_trainer.config import ConfigError, Job, PretrainJobSpec, to_dict
 from pretrain_trainer.data.loader import StreamingLoader
 from pretrain_trainer.data.shards import ShardSet
 from pretrain_trainer.distributed import DistEnv
@@ -37,6 +37,7 @@ from pretrain_trainer.metrics import StepMetrics, TrainerMetrics, all_reduce_sum
 from pretrain_trainer.model import build_model, max_positions
 from pretrain_trainer.objectives import MaskingConfig
 from pretrain_trainer.optim import build_optimizer, build_scheduler
+from pretrain_trainer.preflight import check_data, check_token_ids, model_config_problems
 from pretrain_trainer.storage import StorageOptions
 from pretrain_trainer.token_roles import TokenRoles, require_mask
 from pretrain_trainer.tokenizer.load import LoadedTokenizer, load_tokenizer
@@ -83,6 +84,8 @@ class Trainer:
         self.spec: PretrainJobSpec = job.spec
         self.env = env
         self.run_dir = run_dir
+        if problems := model_config_problems(self.spec.model):
+            raise ConfigError(problems)
         self.device = distributed.init(env)
         self.options = StorageOptions.from_spec(self.spec.storage)
         self.causal = self.spec.objective.type == "clm"
@@ -110,6 +113,15 @@ class Trainer:
             ShardSet.open(self.spec.data.validation, self.options, self.tokenizer.fingerprint)
             if self.spec.data.validation
             else None
+        )
+        check_data(
+            self.train_set,
+            self.val_set,
+            sequence_length=self.seq,
+            causal=self.causal,
+            global_batch_samples=self.global_samples,
+            eval_batches=self.spec.training.eval_batches,
+            vocab_size=self.tokenizer.vocab_size,
         )
         self.checkpoints = (
             CheckpointManager(
@@ -240,6 +252,7 @@ class Trainer:
                 if n >= self.spec.training.eval_batches:
                     break
                 position = n * self.global_samples + self.env.rank * window.shape[0]
+                check_token_ids(window, self.tokenizer.vocab_size, f"spec.data.validation: {self.val_set.store.uri}")
                 batch = self._batch(torch.from_numpy(window), position)
                 for i in range(0, window.shape[0], self.micro):
                     micro = {k: v[i : i + self.micro] for k, v in batch.items()}
@@ -329,7 +342,9 @@ class Trainer:
                 t0 = time.perf_counter()
                 wait0, read0 = loader.wait_seconds, self.train_set.bytes_read
                 position = loader.samples_consumed + env.rank * (self.global_samples // env.world_size)
-                window = torch.from_numpy(next(loader))
+                batch = next(loader)
+                check_token_ids(batch, self.tokenizer.vocab_size, f"spec.data.train: {self.train_set.store.uri}")
+                window = torch.from_numpy(batch)
                 loss, grad_norm, stop = self.train_step(window, position, self.stop.requested)
                 step += 1
                 step_tokens = self.global_samples * self.seq

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from pretrain_trainer.__main__ import add_job_arguments
+from pretrain_trainer.config import ModelSpec
 from pretrain_trainer.commands.registry import EXIT_FAILED_CHECK, CommandTree, default
 from pretrain_trainer.contract import EXIT_BAD_CONFIG, EXIT_PREEMPTED
 from pretrain_trainer.launch import run_worker
@@ -18,7 +19,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.files:
         try:
-            load_jobs(path)
+            for job in load_jobs(path):
+                _check_model_config(job.spec.model, path)
         except ConfigError as err:
             failed += 1
             print(err)
@@ -28,6 +30,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if not failed:
         print(f"{len(args.files)} valid")
     return EXIT_FAILED_CHECK if failed else 0
+
+
+def _check_model_config(model: ModelSpec, path: str) -> None:
+    """model.config keys against the architecture's transformers config class, where transformers is installed
+    (the operator's image has no transformers: its admission checks stop at the schema)."""
+    from pretrain_trainer.config import ConfigError
+    from pretrain_trainer.preflight import model_config_problems
+
+    try:
+        problems = model_config_problems(model)
+    except ImportError:
+        return
+    if problems:
+        raise ConfigError(problems, path)
 
 
 def add_validate(tree: CommandTree) -> None:

@@ -23,6 +23,12 @@ import numpy as np
 from pretrain_trainer.data.shards import ShardSet
 
 
+def sample_count(num_tokens: int, sequence_length: int, causal: bool) -> int:
+    """Samples a stream of `num_tokens` holds: windows of L (+1 for causal LM) tokens starting every L tokens."""
+    window = sequence_length + 1 if causal else sequence_length
+    return (num_tokens - window) // sequence_length + 1 if num_tokens >= window else 0
+
+
 class SampleOrder:
     """The global order: position g → sample index, one seeded permutation per epoch."""
 
@@ -107,9 +113,7 @@ class StreamingLoader:
         self.shards = shards
         self.sequence_length = sequence_length
         self.window = sequence_length + 1 if causal else sequence_length
-        num_samples = (
-            (shards.num_tokens - self.window) // sequence_length + 1 if shards.num_tokens >= self.window else 0
-        )
+        num_samples = sample_count(shards.num_tokens, sequence_length, causal)
         self.order = SampleOrder(num_samples, seed, shuffle)
         self.global_batch_size = global_batch_size
         self.local_batch_size = global_batch_size // world_size
