@@ -16,7 +16,7 @@ import torch
 
 from pretrain_trainer.checkpoint import CheckpointManager
 from pretrain_trainer.config import load_job
-from pretrain_trainer.contract import EXIT_PREEMPTED
+from pretrain_trainer.contract import EXIT_PREEMPTED, EXIT_STALLED
 from pretrain_trainer.distributed import DistEnv
 from pretrain_trainer.launch import run_local
 from pretrain_trainer.storage import open_store
@@ -192,6 +192,61 @@ def test_a_run_stopped_mid_way_resumes_with_the_same_losses_as_an_uninterrupted_
     assert min(got) == resumed + 1 and max(got) == 24
     for step, loss in got.items():
         assert loss == pytest.approx(expected[step], rel=1e-5, abs=1e-6), step
+
+
+def _ranks(launcher: subprocess.Popen, nproc: int) -> dict[int, int]:
+    """{rank: pid} of the trainer processes a `pretrainjob run --local` started."""
+    pids = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True).stdout.split()
+    assert len(pids) == nproc, pids
+    out = {}
+    for pid in map(int, pids):
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        out[int(next(v for v in environ if v.startswith(b"RANK=")).split(b"=")[1])] = pid
+    return out
+
+
+def _exited(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] in "ZX"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.slow
+def test_a_stopped_rank_is_reported_by_its_peers_watchdog_within_the_stall_timeout(
+    gpt_data, s3_endpoint, child_env, tmp_path
+):
+    timeout = 3
+    job = write_job(
+        tmp_path / "job.yaml",
+        "stall",
+        gpt_data,
+        s3_endpoint,
+        training={"maxSteps": 100_000, "stallTimeoutSeconds": timeout},
+        storage={"retryTimeoutSeconds": 2},
+    )
+    run_dir = tmp_path / "run"
+    launcher = _launch(job, 2, run_dir, child_env)
+    try:
+        _wait_for_step(run_dir, 3)
+        ranks = _ranks(launcher, 2)
+        os.kill(ranks[1], signal.SIGSTOP)  # a hung rank: alive, silent, holding its peers in the next collective
+        stopped = time.monotonic()
+        while not _exited(ranks[0]) and time.monotonic() - stopped < 60:
+            time.sleep(0.05)
+        detected_after = time.monotonic() - stopped
+        last_step = max(_steps(run_dir))
+    finally:  # the stopped rank would sit out the launcher's 30 s grace period
+        children = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True).stdout.split()
+        for pid in map(int, children):
+            os.kill(pid, signal.SIGKILL)
+    assert launcher.wait(60) == EXIT_STALLED
+    assert timeout - 1 <= detected_after <= timeout + 5, detected_after
+    report = (run_dir / "rank-0.log").read_text()
+    assert f"stalled: rank 0 on host {os.uname().nodename} made no progress for" in report
+    assert f"rank 1 on host {os.uname().nodename} has not answered for" in report
+    assert f"(last step {last_step}" in report or f"(last step {last_step - 1}" in report
+    print(f"stall detected {detected_after:.2f} s after SIGSTOP (stallTimeoutSeconds {timeout})")
 
 
 def _steps_after(summary: dict, run_dir: Path) -> dict[int, float]:

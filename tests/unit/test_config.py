@@ -87,6 +87,20 @@ BAD = [
     ("metrics.port", 70000, "spec.metrics.port: must be <= 65535, got 70000"),
     ("storage.addressingStyle", "dns", "'dns' is not one of auto, path, virtual"),
     ("failurePolicy.maxRestarts", -1, "spec.failurePolicy.maxRestarts: must be >= 0, got -1"),
+    (
+        "metrics.port",
+        29500,
+        "spec.metrics.port: 29500 is the workers' rendezvous port (rank 0 could not bind both); use another port, "
+        "e.g. 9400",
+    ),
+    ("training.stallTimeoutSeconds", 0, "spec.training.stallTimeoutSeconds: must be >= 1, got 0"),
+    (
+        "training.stallTimeoutSeconds",
+        300,
+        "spec.training.stallTimeoutSeconds: 300 must exceed storage.retryTimeoutSeconds (300): a rank waiting out a "
+        "storage outage is not stalled",
+    ),
+    ("storage.retryTimeoutSeconds", -1, "spec.storage.retryTimeoutSeconds: must be >= 0, got -1"),
 ]
 
 

@@ -7,7 +7,9 @@
 
 The config is a whole PretrainJob manifest or just its spec. Exit codes (`pretrain_trainer.contract`): 0 done;
 EXIT_BAD_CONFIG (2) bad config or data (do not retry: the operator marks the job Failed); EXIT_PREEMPTED (143)
-stopped by SIGTERM after a checkpoint (resume later); anything else is a failure worth a restart.
+stopped by SIGTERM after a checkpoint (resume later); EXIT_STORAGE_UNAVAILABLE (75) the object store stayed
+unavailable through the retry budget and EXIT_STALLED (76) the rank watchdog saw no progress (both restarted, with
+the cause in the termination message); anything else is a failure worth a restart.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pretrain_trainer.contract import (
     EXIT_BAD_CONFIG,
     EXIT_OK,
     EXIT_PREEMPTED,
+    EXIT_STORAGE_UNAVAILABLE,
     PRETRAIN_LOG_LEVEL,
     PRETRAIN_RUN_DIR,
     PRETRAIN_TERMINATION_LOG,
@@ -63,7 +66,7 @@ def run_job(config: str, run_dir: str | None = None) -> int:
     from pretrain_trainer.config import ConfigError, load_job
     from pretrain_trainer.data.shards import ShardError
     from pretrain_trainer.distributed import DistEnv
-    from pretrain_trainer.storage import StorageError
+    from pretrain_trainer.storage import StorageError, StorageUnavailable
 
     try:
         job = load_job(config)
@@ -76,11 +79,30 @@ def run_job(config: str, run_dir: str | None = None) -> int:
 
     try:
         summary = train(job, DistEnv.from_env(), folder)
+    except StorageUnavailable as err:  # an outage outlasted spec.storage.retryTimeoutSeconds: worth a restart
+        error = f"object store unavailable: {err}"
+        print(f"pretrain_trainer: job {job.name}: {error}", file=sys.stderr)
+        leave_failure_message(error)
+        return EXIT_STORAGE_UNAVAILABLE
     except (ValueError, ShardError, StorageError, FileNotFoundError) as err:
         print(f"pretrain_trainer: cannot train job {job.name}: {err}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     _leave_termination_message(summary)
     return EXIT_PREEMPTED if summary.preempted else EXIT_OK
+
+
+def leave_failure_message(error: str) -> None:
+    """Any rank that stops on a known, retryable cause says why where Kubernetes reads the container's termination
+    message (processes of one pod share the file: the last writer's cause stands)."""
+    path = os.environ.get(PRETRAIN_TERMINATION_LOG)
+    if not path:
+        return
+    from pretrain_trainer.report import failure_record
+
+    try:
+        Path(path).write_text(failure_record(error))
+    except OSError as err:
+        logging.getLogger(__name__).warning("cannot write the termination message to %s: %s", path, err)
 
 
 def _leave_termination_message(summary: object) -> None:

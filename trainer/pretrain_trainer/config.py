@@ -225,6 +225,14 @@ class TrainingSpec:
     )
     eval_batches: int = spec_field(20, doc="Global batches per validation run.", minimum=1)
     seed: int = spec_field(0, doc="Seed for model initialisation and masking.", minimum=0)
+    stall_timeout_seconds: int = spec_field(
+        600,
+        doc="A rank that makes no progress (no finished step, checkpoint or validation run) for this long is "
+        "stalled: its watchdog logs which rank, host and step, and the worker exits with a retryable code so that "
+        "the gang restarts from the newest checkpoint. Collectives time out at twice this. Must exceed "
+        "storage.retryTimeoutSeconds and the longest checkpoint save.",
+        minimum=1,
+    )
 
     def batch_samples(self, sequence_length: int) -> int:
         return self.global_batch_samples or self.global_batch_tokens // sequence_length

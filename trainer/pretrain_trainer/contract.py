@@ -71,6 +71,10 @@ SECRET_VARIABLES = (AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, PRETRAIN_CHECKPOIN
 EXIT_OK = 0
 EXIT_BAD_CONFIG = 2  # bad config or data: a restart cannot help, the operator marks the job Failed
 EXIT_PREEMPTED = 143  # 128 + SIGTERM: stopped after writing a checkpoint; resume, do not count as a failure
+# Retryable failures with a known cause (the operator restarts the gang, as for any other failure, and the record's
+# ERROR names the cause in the job's status). 75 is sysexits' EX_TEMPFAIL, "try again later".
+EXIT_STORAGE_UNAVAILABLE = 75  # the object store stayed unavailable through spec.storage.retryTimeoutSeconds
+EXIT_STALLED = 76  # no training progress for spec.training.stallTimeoutSeconds (the rank watchdog)
 
 # --- job phases (status.phase; the Running, Restarting, Suspended, Succeeded and Failed conditions too) -----------
 
@@ -94,4 +98,5 @@ TOKENS_PER_SECOND = "tokensPerSecond"
 LAST_CHECKPOINT = "lastCheckpoint"  # its step
 LAST_CHECKPOINT_TIME = "lastCheckpointTime"  # from /metrics only
 PREEMPTED = "preempted"  # in the record only: the exit code says it too
+ERROR = "error"  # a failed worker's record: why it stopped, e.g. "object store unavailable: s3://…"
 PROGRESS_KEYS = (STEP, TOKENS_SEEN, LOSS, TOKENS_PER_SECOND, LAST_CHECKPOINT, LAST_CHECKPOINT_TIME)

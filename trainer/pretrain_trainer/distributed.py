@@ -51,8 +51,15 @@ class DistEnv:
         return self.rank == 0
 
 
-def init(env: DistEnv, timeout_s: float = 1800.0) -> torch.device:
-    """Join the process group (if the world has more than one process) and return this process's device."""
+RENDEZVOUS_TIMEOUT_S = 1800.0  # pods of one gang may start minutes apart (image pulls, node scale-up)
+
+
+def init(env: DistEnv, collective_timeout_s: float = 1800.0) -> torch.device:
+    """Join the process group (if the world has more than one process) and return this process's device.
+
+    Two timeouts: joining waits up to RENDEZVOUS_TIMEOUT_S for every rank to arrive (the store's timeout), while a
+    collective fails after `collective_timeout_s` (the group's): a backstop behind the stall watchdog, which is
+    meant to fire first and say who stalled."""
     if torch.cuda.is_available():
         device = torch.device("cuda", env.local_rank)
         torch.cuda.set_device(device)
@@ -60,12 +67,22 @@ def init(env: DistEnv, timeout_s: float = 1800.0) -> torch.device:
         device = torch.device("cpu")
     if env.world_size > 1 and not dist.is_initialized():
         wait_for_host(env.master_addr)
+        # Every rank has connected once the store is built, so the group's own set-up (within the collective
+        # timeout) starts on all ranks at once.
+        store = dist.TCPStore(
+            env.master_addr,
+            env.master_port,
+            env.world_size,
+            is_master=env.rank == 0,
+            timeout=timedelta(seconds=RENDEZVOUS_TIMEOUT_S),
+            wait_for_workers=True,
+        )
         dist.init_process_group(
             backend="nccl" if device.type == "cuda" else "gloo",
-            init_method=f"tcp://{env.master_addr}:{env.master_port}",
+            store=store,
             rank=env.rank,
             world_size=env.world_size,
-            timeout=timedelta(seconds=timeout_s),
+            timeout=timedelta(seconds=collective_timeout_s),
         )
     return device
 

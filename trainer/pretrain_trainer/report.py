@@ -72,3 +72,9 @@ def termination_record(summary: dict[str, object]) -> str:
         c.PREEMPTED: summary.get("preempted", False),
     }
     return json.dumps({k: v for k, v in record.items() if v is not None and v == v})  # v == v drops NaN
+
+
+def failure_record(error: str) -> str:
+    """The one-line JSON a worker that stops on a known, retryable cause leaves in its termination message: the
+    operator puts `error` into the job's status (Kubernetes keeps the first 4096 bytes)."""
+    return json.dumps({c.ERROR: error[:2000]})

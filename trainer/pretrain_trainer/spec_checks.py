@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pretrain_trainer.config import ARCHITECTURES, MlmSpec, PretrainJobSpec, uri_problem
+from pretrain_trainer.contract import METRICS_PORT, RENDEZVOUS_PORT
 from pretrain_trainer.spec_schema import Problem, yaml_name
 
 
@@ -20,6 +21,7 @@ def semantic_problems(spec: PretrainJobSpec, path: str = "spec") -> list[Problem
     mlm_names = {f.name: yaml_name(f) for f in dataclasses.fields(MlmSpec)}
     out += [Problem(f"{path}.objective.mlm", m) for m in spec.objective.mlm.cross_field_problems(mlm_names.__getitem__)]
     out += _batch_problems(spec, path)
+    out += _runtime_problems(spec, path)
     gpus = _gpu_count(spec.workers.resources)
     if gpus is not None and gpus != spec.workers.procs_per_worker:
         out.append(
@@ -27,6 +29,28 @@ def semantic_problems(spec: PretrainJobSpec, path: str = "spec") -> list[Problem
                 f"{path}.workers.resources",
                 f"asks for {gpus} GPUs per pod but "
                 f"workers.procsPerWorker is {spec.workers.procs_per_worker}; they must match",
+            )
+        )
+    return out
+
+
+def _runtime_problems(spec: PretrainJobSpec, path: str) -> list[Problem]:
+    out = []
+    if spec.metrics.port == RENDEZVOUS_PORT:
+        out.append(
+            Problem(
+                f"{path}.metrics.port",
+                f"{RENDEZVOUS_PORT} is the workers' rendezvous port (rank 0 could not bind both); use another port, "
+                f"e.g. {METRICS_PORT}",
+            )
+        )
+    stall, retry = spec.training.stall_timeout_seconds, spec.storage.retry_timeout_seconds
+    if stall <= retry:
+        out.append(
+            Problem(
+                f"{path}.training.stallTimeoutSeconds",
+                f"{stall} must exceed storage.retryTimeoutSeconds ({retry}): a rank waiting out a storage outage "
+                "is not stalled; raise it or lower storage.retryTimeoutSeconds",
             )
         )
     return out

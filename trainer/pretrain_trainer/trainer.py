@@ -41,6 +41,7 @@ from pretrain_trainer.preflight import check_data, check_token_ids, model_config
 from pretrain_trainer.storage import StorageOptions
 from pretrain_trainer.token_roles import TokenRoles, require_mask
 from pretrain_trainer.tokenizer.load import LoadedTokenizer, load_tokenizer
+from pretrain_trainer.watchdog import HeartbeatBoard, StallWatchdog, exit_stalled
 
 log = logging.getLogger("pretrain_trainer.train")
 
@@ -86,7 +87,7 @@ class Trainer:
         self.run_dir = run_dir
         if problems := model_config_problems(self.spec.model):
             raise ConfigError(problems)
-        self.device = distributed.init(env)
+        self.device = distributed.init(env, collective_timeout_s=2.0 * self.spec.training.stall_timeout_seconds)
         self.options = StorageOptions.from_spec(self.spec.storage)
         self.causal = self.spec.objective.type == "clm"
         self.seq = self.spec.data.sequence_length
@@ -288,6 +289,13 @@ class Trainer:
         self._log_line({"event": "checkpoint", "step": step, "uri": uri, "seconds": round(seconds, 3)})
         return uri
 
+    def _watchdog(self, step: int) -> StallWatchdog:
+        """This rank's stall watchdog; with more than one rank, it shares heartbeats through the rendezvous store."""
+        env = self.env
+        board = HeartbeatBoard.connect(env.master_addr, env.master_port, env.world_size) if env.world_size > 1 else None
+        timeout = self.spec.training.stall_timeout_seconds
+        return StallWatchdog(timeout, rank=env.rank, board=board, on_stall=exit_stalled, step=step)
+
     def _log_line(self, record: dict[str, Any]) -> None:
         if not self.env.is_main:
             return
@@ -337,7 +345,7 @@ class Trainer:
         started = time.perf_counter()
         tokens_this_run = 0
         last_saved = step if resumed_from is not None else -1
-        with self._loader(self.train_set, samples_consumed, train=True) as loader:
+        with self._loader(self.train_set, samples_consumed, train=True) as loader, self._watchdog(step) as watchdog:
             while step < spec.training.max_steps:
                 t0 = time.perf_counter()
                 wait0, read0 = loader.wait_seconds, self.train_set.bytes_read
@@ -351,6 +359,7 @@ class Trainer:
                 tokens_seen += step_tokens
                 tokens_this_run += step_tokens
                 summary.losses.append(loss)
+                watchdog.beat(step)
                 seconds = time.perf_counter() - t0
                 self._record(
                     step,
@@ -364,8 +373,10 @@ class Trainer:
                 if self.checkpoints is not None and step % spec.checkpoint.every_steps == 0:
                     summary.last_checkpoint = self._save(step, loader, tokens_seen)
                     summary.last_checkpoint_step = last_saved = step
+                    watchdog.beat(step)
                 if spec.training.eval_every_steps and step % spec.training.eval_every_steps == 0:
                     self._record_eval(step, summary)
+                    watchdog.beat(step)
                 if stop:
                     summary.preempted = True
                     break

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from pretrain_trainer.__main__ import add_job_arguments
-from pretrain_trainer.config import ModelSpec
 from pretrain_trainer.commands.registry import EXIT_FAILED_CHECK, CommandTree, default
+from pretrain_trainer.config import ModelSpec
 from pretrain_trainer.contract import EXIT_BAD_CONFIG, EXIT_PREEMPTED
 from pretrain_trainer.launch import run_worker
 
