@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from pretrain_trainer import safe_yaml
 from pretrain_trainer.contract import API_VERSION, KIND, MAX_NAME_LENGTH, METRICS_PORT, WORKER_POD_INFIX
 from pretrain_trainer.errors import redact_url
 from pretrain_trainer.spec_schema import (
@@ -34,6 +35,7 @@ from pretrain_trainer.spec_schema import (
 )
 
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # RFC 1123 label
 
 # What each architecture is (and, for `scratch`, how many positions it has by default).
 ARCHITECTURES: dict[str, dict[str, Any]] = {
@@ -344,26 +346,38 @@ def parse_job(data: Any, default_name: str = "local") -> Job:
         problems.append(Problem("kind", f"must be {KIND}, got {data.get('kind')!r}"))
     if data.get("apiVersion") != API_VERSION:
         problems.append(Problem("apiVersion", f"must be {API_VERSION}, got {data.get('apiVersion')!r}"))
-    meta = data.get("metadata") or {}
-    name = meta.get("name", "")
-    problems.extend(name_problems(name))
+    name, namespace = _identity(data.get("metadata") or {}, problems)
     try:
         spec = parse_spec(data.get("spec"), "spec")
     except ConfigError as err:
         problems.extend(err.problems)
     if problems:
         raise ConfigError(problems)
-    return Job(name, meta.get("namespace", "default"), spec)
+    return Job(name, namespace, spec)
+
+
+def _identity(meta: Any, problems: list[Problem]) -> tuple[str, str]:
+    """The (name, namespace) of a manifest's metadata; what is wrong with them goes to `problems`."""
+    if not isinstance(meta, dict):
+        problems.append(Problem("metadata", f"must be a mapping, got {type(meta).__name__}"))
+        return "", ""
+    name, namespace = meta.get("name", ""), meta.get("namespace", "default")
+    if not isinstance(name, str):
+        problems.append(Problem("metadata.name", f"must be a string, got {name!r}"))
+    else:
+        problems.extend(name_problems(name))
+    if not isinstance(namespace, str) or not NAMESPACE_RE.match(namespace):
+        problems.append(Problem("metadata.namespace", f"{namespace!r} is not a namespace name (RFC 1123 label)"))
+    return name, namespace
 
 
 def load_jobs(path: str | Path) -> list[Job]:
     """Every PretrainJob in a YAML file (multi-document files may hold other kinds too, which are skipped; a
     file with a single bare spec is one job). Errors name the file, the document and the field paths."""
-    text = Path(path).read_text()
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = [d for d in safe_yaml.load_all(safe_yaml.read_text(Path(path).read_bytes(), str(path))) if d is not None]
     except yaml.YAMLError as err:
-        raise ConfigError([Problem("(document)", f"not valid YAML: {err}")], str(path)) from err
+        raise ConfigError([Problem("(document)", f"not valid YAML: {err}")], str(path)) from None
     if len(docs) > 1:
         docs = [d for d in docs if isinstance(d, dict) and d.get("kind") == KIND]
     if not docs:

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from pretrain_trainer.config import ARCHITECTURES, MlmSpec, PretrainJobSpec, uri_problem
 from pretrain_trainer.contract import METRICS_PORT, RENDEZVOUS_PORT
+from pretrain_trainer.pod_checks import image_problem, pod_problems
 from pretrain_trainer.spec_schema import Problem, yaml_name
 
 
@@ -22,7 +23,11 @@ def semantic_problems(spec: PretrainJobSpec, path: str = "spec") -> list[Problem
     out += [Problem(f"{path}.objective.mlm", m) for m in spec.objective.mlm.cross_field_problems(mlm_names.__getitem__)]
     out += _batch_problems(spec, path)
     out += _runtime_problems(spec, path)
-    gpus = _gpu_count(spec.workers.resources)
+    pod = pod_problems(spec.workers, f"{path}.workers")
+    out += pod
+    if problem := image_problem(spec.image, f"{path}.image"):
+        out.append(problem)
+    gpus = None if pod else _gpu_count(spec.workers.resources)
     if gpus is not None and gpus != spec.workers.procs_per_worker:
         out.append(
             Problem(
@@ -119,8 +124,13 @@ def _model_problems(spec: PretrainJobSpec, path: str) -> list[Problem]:
         out.append(Problem(f"{path}.model.from", "only for init: pretrained; remove it or set init: pretrained"))
     if spec.model.extend_vocab and spec.model.init != "pretrained":
         out.append(Problem(f"{path}.model.extendVocab", "only for init: pretrained"))
-    if spec.model.init == "scratch":
-        positions = spec.model.config.get(arch["positions_key"], arch["positions"]) - arch.get("offset", 0)
+    configured = spec.model.config.get(arch["positions_key"], arch["positions"])
+    if not isinstance(configured, int) or isinstance(configured, bool) or configured < 1:
+        out.append(
+            Problem(f"{path}.model.config.{arch['positions_key']}", f"must be a positive integer, got {configured!r}")
+        )
+    elif spec.model.init == "scratch":
+        positions = configured - arch.get("offset", 0)
         if spec.data.sequence_length > positions:
             out.append(
                 Problem(
