@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test tools lint bench generate clean
+.PHONY: demo test tools bench generate clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,7 +29,7 @@ tools:
 	      chromium) >/dev/null; \
 	  else echo "chromium missing: run 'sudo apt-get install chromium' (Debian/Ubuntu)" >&2; exit 1; fi; }
 
-test: $(STAMP) tools  ## lint, then the whole test suite
+test: $(STAMP) tools  ## ruff, then the whole test suite
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 

@@ -9,11 +9,13 @@ resumed checkpoint; that is a new job.)
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from pretrain_trainer.config import ConfigError, PretrainJobSpec, Problem, parse_job, to_dict
 from pretrain_trainer.contract import API_VERSION, KIND
+from pretrain_trainer.spec_schema import constraint_problems, yaml_name
 
 MUTABLE_FIELDS = (
     "suspend",
@@ -89,3 +91,17 @@ def admit(name: str, namespace: str, spec: Any, accepted: dict[str, Any] | None)
     except ConfigError as err:
         refused += "; " + "; ".join(map(str, err.problems))
         return Admission(check(name, namespace, accepted), refused=refused)
+
+
+_SPEC_FIELDS = {f.name: f for f in dataclasses.fields(PretrainJobSpec)}
+
+
+def lenient_field(spec: Any, name: str) -> Any:
+    """Top-level spec field `name` (its Python name) of a spec that may be invalid elsewhere: the value given where
+    it has the field's type and bounds, else the field's default. A finished job's TTL and clean-pod policy apply
+    even when its spec was never valid."""
+    f = _SPEC_FIELDS[name]
+    value = spec.get(yaml_name(f)) if isinstance(spec, dict) else None
+    if type(value) is not type(f.default) or constraint_problems(f, value):
+        return f.default
+    return value

@@ -66,7 +66,9 @@ def build_service(job: JobRef) -> dict[str, Any]:
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
             "selector": naming.selector(job.name),
-            "ports": [{"name": "rendezvous", "port": c.RENDEZVOUS_PORT, "targetPort": c.RENDEZVOUS_PORT}],
+            "ports": [
+                {"name": naming.RENDEZVOUS_PORT_NAME, "port": c.RENDEZVOUS_PORT, "targetPort": c.RENDEZVOUS_PORT}
+            ],
         },
     }
 
@@ -147,9 +149,9 @@ def build_pod(job: JobRef, spec: PretrainJobSpec, index: int, attempt: int, imag
     annotations = dict(workers.annotations)
     if naming.KUEUE_QUEUE_LABEL in job.labels:
         annotations[naming.KUEUE_COUNT_ANNOTATION] = str(workers.replicas)
-    ports = [{"name": "rendezvous", "containerPort": c.RENDEZVOUS_PORT}]
+    ports = [{"name": naming.RENDEZVOUS_PORT_NAME, "containerPort": c.RENDEZVOUS_PORT}]
     if spec.metrics.port:
-        ports.append({"name": "metrics", "containerPort": spec.metrics.port})
+        ports.append({"name": naming.METRICS_PORT_NAME, "containerPort": spec.metrics.port})
     container: dict[str, Any] = {
         "name": "trainer",
         "image": spec.image or image,

@@ -20,13 +20,14 @@ from typing import Any
 import aiohttp
 import kopf
 
-from pretrain_trainer.contract import API_GROUP, METRICS_PORT, PLURAL, VERSION
+from pretrain_trainer.contract import API_GROUP, PENDING, PLURAL, VERSION
 
 from . import naming
 from .kube import CONFIG_MAPS, JOBS, PODS, SERVICES, ApiError, KubeClient, merge_patch
 from .lifecycle import Plan, Settings, plan
 from .metrics import OperatorMetrics
 from .progress import scrape_progress
+from .workers import read_worker
 
 log = logging.getLogger("pretrain_operator")
 DEBOUNCE_S = 0.3
@@ -120,15 +121,16 @@ class Runtime:
         # An emulator (or a stale cache) may ignore the selector: keep exactly this job's pods.
         return [p for p in pods if (p["metadata"].get("labels") or {}).get(naming.JOB_LABEL) == name]
 
-    async def _progress(self, job: dict[str, Any], pods: list[dict[str, Any]]) -> dict[str, Any] | None:
-        port = ((job.get("spec") or {}).get("metrics") or {}).get("port", METRICS_PORT)
-        rank0 = next((p for p in pods if (p["metadata"].get("labels") or {}).get(naming.INDEX_LABEL) == "0"), {})
-        status = rank0.get("status") or {}
-        if not port or not status.get("podIP") or status.get("phase") != "Running":
+    async def _progress(self, name: str, pods: list[dict[str, Any]], now: datetime) -> dict[str, Any] | None:
+        """Rank 0's progress, from the port its pod declares: the one it serves, built from the spec in effect
+        (a refused edit of spec.metrics.port does not move it)."""
+        workers = (read_worker(pod, now, self.config.lifecycle.stuck_grace_s) for pod in pods)
+        rank0 = next((w for w in workers if w.index == 0 and w.state == "running"), None)
+        if rank0 is None or not rank0.pod_ip or not rank0.metrics_port:
             return None
         if self.http is None:
             self.http = aiohttp.ClientSession()
-        return await scrape_progress(self.http, status["podIP"], port, job["metadata"]["name"])
+        return await scrape_progress(self.http, rank0.pod_ip, rank0.metrics_port, name)
 
     async def _reconcile(self, namespace: str, name: str, scrape: bool) -> None:
         assert self.kube is not None, "login runs before any handler"
@@ -139,12 +141,12 @@ class Runtime:
         pods = await self._job_pods(namespace, name)
         config_map = await k.get(CONFIG_MAPS, namespace, naming.config_map_name(name))
         service = await k.get(SERVICES, namespace, naming.service_name(name))
-        progress = await self._progress(job, pods) if scrape else None
         now = datetime.now(timezone.utc)
+        progress = await self._progress(name, pods, now) if scrape else None
         result = plan(job, pods, config_map, service, progress, now, self.config.lifecycle)
         await self._apply(job, result)
         status = result.status
-        self.metrics.observe_job(namespace, name, status.get("phase", "Pending"), int(status.get("restarts") or 0))
+        self.metrics.observe_job(namespace, name, status.get("phase", PENDING), int(status.get("restarts") or 0))
         if result.restart_reason:
             self.metrics.restarts.labels(namespace, name, result.restart_reason).inc()
         if result.delete_job:
@@ -235,7 +237,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> Runtime
     async def job_deleted(name: str, namespace: str, **_: Any) -> None:
         await rt.delete_children(namespace, name)
 
-    @kopf.on.event("", "v1", "pods", labels={"app.kubernetes.io/managed-by": naming.MANAGED_BY}, registry=registry)
+    @kopf.on.event("", "v1", "pods", labels={naming.MANAGED_BY_LABEL: naming.MANAGED_BY}, registry=registry)
     async def pod_event(labels: dict[str, str], namespace: str, **_: Any) -> None:
         job = labels.get(naming.JOB_LABEL)
         if job:

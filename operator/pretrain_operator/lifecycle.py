@@ -11,6 +11,10 @@ preemption, a vanished pod, an image that cannot be pulled within the grace peri
 pods are deleted and, once they are gone and the backoff has passed, a new attempt starts and the trainer
 resumes from its newest complete checkpoint. Pods keep stable names (their hostnames), so a new attempt waits
 for the old pods to be gone.
+
+`plan` is a chain of small steps, in this order; the first that settles the plan ends it: finished (clean-up,
+TTL) → invalid spec (admission) → children → suspended → old pods leaving → resized → gang start (after the
+backoff) → a worker failed (not retried, restart, or no restarts left) → succeeded → in progress.
 """
 
 from __future__ import annotations
@@ -20,10 +24,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pretrain_trainer.config import PretrainJobSpec
-from pretrain_trainer.contract import PENDING, PHASES, PROGRESS_KEYS
+from pretrain_trainer.contract import (
+    FAILED,
+    FINISHED_PHASES,
+    PENDING,
+    PHASES,
+    PROGRESS_KEYS,
+    RESTARTING,
+    RUNNING,
+    SUCCEEDED,
+    SUSPENDED,
+    pod_name,
+)
 
 from . import children
-from .admission import admit
+from .admission import admit, lenient_field
 from .conditions import get_condition, set_condition
 from .workers import Worker, parse_time, read_worker
 
@@ -72,16 +87,32 @@ def timestamp(now: datetime) -> str:
 
 
 class _Planner:
-    def __init__(self, job: dict[str, Any], now: datetime, settings: Settings) -> None:
+    """One reconcile's observations, the plan being built, and what earlier steps found (the spec, the attempt)."""
+
+    # The job's children and rank 0's progress as observed (plan() sets them).
+    config_map: dict[str, Any] | None = None
+    service: dict[str, Any] | None = None
+    progress: dict[str, Any] | None = None
+
+    def __init__(self, job: dict[str, Any], pods: list[dict[str, Any]], now: datetime, settings: Settings) -> None:
         self.job, self.now, self.settings = job, now, settings
         self.ref = children.JobRef.from_body(job)
         self.generation = job["metadata"].get("generation")
         self.old_phase = (job.get("status") or {}).get("phase")
         self.out = Plan(status={k: v for k, v in (job.get("status") or {}).items() if k != "kopf"})
+        self.workers = sorted((read_worker(pod, now, settings.stuck_grace_s) for pod in pods), key=lambda w: w.name)
+        self._spec: PretrainJobSpec | None = None  # set by _invalid_spec
+        self.attempt = 0  # set by _begin_attempt
+        self.current: list[Worker] = []  # this attempt's workers, set by _old_pods_leaving
 
     @property
     def st(self) -> dict[str, Any]:
         return self.out.status
+
+    @property
+    def spec(self) -> PretrainJobSpec:
+        assert self._spec is not None, "the steps after _invalid_spec run with a valid spec"
+        return self._spec
 
     def transition(self, phase: str, reason: str, message: str, warning: bool = False) -> None:
         if self.old_phase != phase or self.st.get("message") != message:
@@ -92,30 +123,31 @@ class _Planner:
         for kind in PHASE_CONDITIONS:
             if kind == phase:
                 conds = set_condition(conds, kind, True, reason, message, now, self.generation)
-            elif kind in ("Running", "Restarting", "Suspended") and get_condition(conds, kind):
+            elif kind in (RUNNING, RESTARTING, SUSPENDED) and get_condition(conds, kind):
                 conds = set_condition(conds, kind, False, reason, message, now, self.generation)
         self.st["conditions"] = conds
 
-    def finish(self, phase: str, reason: str, message: str, workers: list[Worker], policy: str) -> None:
-        self.transition(phase, reason, message, warning=phase == "Failed")
+    def finish(self, phase: str, reason: str, message: str, workers: list[Worker], policy: str) -> Plan:
+        self.transition(phase, reason, message, warning=phase == FAILED)
         self.st["completionTime"] = timestamp(self.now)
         self.st.pop("nextStartTime", None)
         self.clean_up(workers, policy)
         self.out.requeue_after = 1.0  # then _finished() schedules the TTL
+        return self.out
 
     def clean_up(self, workers: list[Worker], policy: str) -> None:
         doomed = {"All": ("pending", "running", "succeeded", "failed"), "Running": ("pending", "running")}
         self.out.delete_pods += [w.name for w in workers if w.state in doomed.get(policy, ())]
 
+    def stop_gang(self, workers: list[Worker], requeue_after: float | None = 1.0) -> Plan:
+        """Delete these workers' pods (those not already going) and wait for them."""
+        self.out.delete_pods += [w.name for w in workers if w.state != "terminating"]
+        self.st["workersReady"] = 0
+        self.out.requeue_after = requeue_after
+        return self.out
+
     def merge_result(self, result: dict[str, Any]) -> None:
         self.st.update({k: result[k] for k in PROGRESS_KEYS if result.get(k) is not None})
-
-
-def _phase_counts(workers: list[Worker]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for w in workers:
-        counts[w.state] = counts.get(w.state, 0) + 1
-    return counts
 
 
 def plan(
@@ -127,103 +159,71 @@ def plan(
     now: datetime,
     settings: Settings,
 ) -> Plan:
-    """Everything the operator should do for `job` now. Pure: same inputs, same plan."""
-    p = _Planner(job, now, settings)
-    st, raw = p.st, job.get("spec") or {}
-    workers = sorted((read_worker(pod, now, settings.stuck_grace_s) for pod in pods), key=lambda w: w.name)
-    failed_cond = get_condition(st.get("conditions") or [], "Failed") or {}
-    retry_invalid = failed_cond.get("reason") == "InvalidSpec" and st.get("observedGeneration") != p.generation
+    """Everything the operator should do for `job` now. Pure: same inputs, same plan.
 
-    if p.old_phase in ("Succeeded", "Failed") and not retry_invalid:
-        return _finished(p, raw, workers)
+    Each step either settles the plan (returns it) or lets the next one look; steps that return nothing may still
+    add to the plan (the children, the attempt number, progress)."""
+    p = _Planner(job, pods, now, settings)
+    p.config_map, p.service, p.progress = config_map, service, progress
+    return (
+        _finished(p)
+        or _invalid_spec(p)
+        or _sync_children(p)
+        or _suspended(p)
+        or _begin_attempt(p)
+        or _old_pods_leaving(p)
+        or _resized(p)
+        or _start_gang(p)
+        or _merge_progress(p)
+        or _worker_failed(p)
+        or _succeeded(p)
+        or _in_progress(p)
+    )
 
-    if retry_invalid:  # the spec was fixed after it was rejected: start over
+
+def _spec_fixed_after_rejection(p: _Planner) -> bool:
+    failed = get_condition(p.st.get("conditions") or [], FAILED) or {}
+    return failed.get("reason") == "InvalidSpec" and p.st.get("observedGeneration") != p.generation
+
+
+def _finished(p: _Planner) -> Plan | None:
+    """A Succeeded or Failed job: apply the clean-pod policy, then its TTL. (Its spec may be invalid, so the two
+    fields are read on their own.)"""
+    if p.old_phase not in FINISHED_PHASES or _spec_fixed_after_rejection(p):
+        return None
+    raw = p.job.get("spec")
+    p.clean_up(p.workers, lenient_field(raw, "clean_pod_policy"))
+    ttl = lenient_field(raw, "ttl_seconds_after_finished")
+    done = parse_time(p.st.get("completionTime"))
+    if ttl > 0 and done is not None:
+        due = done + timedelta(seconds=ttl)
+        if p.now >= due:
+            p.out.delete_job = True
+            message = f"deleted {ttl} s after it finished (ttlSecondsAfterFinished)"
+            p.out.events.append(Event("Normal", "Expired", message))
+        else:
+            p.out.requeue_after = (due - p.now).total_seconds()
+    return p.out
+
+
+def _invalid_spec(p: _Planner) -> Plan | None:
+    """Admission: a job whose spec was never valid fails; otherwise the spec to run with is settled here."""
+    st = p.st
+    if _spec_fixed_after_rejection(p):  # start over
         st.pop("completionTime", None)
         st["conditions"] = set_condition(
-            st.get("conditions") or [], "Failed", False, "SpecChanged", "the spec changed", timestamp(now)
+            st.get("conditions") or [], FAILED, False, "SpecChanged", "the spec changed", timestamp(p.now)
         )
-    accepted = children.accepted_spec_of(config_map) if config_map else None
-    adm = admit(p.ref.name, p.ref.namespace, raw, accepted)
+    accepted = children.accepted_spec_of(p.config_map) if p.config_map else None
+    adm = admit(p.ref.name, p.ref.namespace, p.job.get("spec") or {}, accepted)
     st["observedGeneration"] = p.generation
     if adm.spec is None:
         message = "invalid spec: " + "; ".join(map(str, adm.problems))
-        p.finish("Failed", "InvalidSpec", message, workers, "All")
-        return p.out
-    spec = adm.spec
+        return p.finish(FAILED, "InvalidSpec", message, p.workers, "All")
+    p._spec = adm.spec
     _admission_condition(p, adm.refused)
-    st["maxSteps"] = spec.training.max_steps
-
-    desired_cm = children.build_config_map(p.ref, spec)
-    if config_map is None:
-        p.out.create.append(desired_cm)
-    elif config_map.get("data") != desired_cm["data"]:
-        p.out.replace.append(desired_cm)
-    if service is None:
-        p.out.create.append(children.build_service(p.ref))
-
-    live = [w for w in workers if w.state != "terminating"]
-    if spec.suspend:
-        p.out.delete_pods += [w.name for w in live]
-        running = sum(w.state in ("pending", "running") for w in workers)
-        message = (
-            f"suspended; {running} workers stopping (SIGTERM: they checkpoint, then exit)"
-            if running
-            else "suspended; no workers run; set spec.suspend: false to resume from the newest checkpoint"
-        )
-        p.transition("Suspended", "Suspended", message)
-        st["workersReady"] = 0
-        p.out.requeue_after = settings.resync_s if workers else None
-        return p.out
-
-    attempt = int(st.get("attempt") or 0)
-    if p.old_phase == "Suspended" or attempt == 0:
-        attempt += 1
-        st["attempt"] = attempt
-        st.setdefault("startTime", timestamp(now))
-        if p.old_phase == "Suspended":
-            p.transition("Pending", "Resumed", "resumed; starting workers from the newest checkpoint")
-
-    current = [w for w in workers if w.attempt == attempt]
-    stale = [w for w in workers if w.attempt != attempt]
-    if stale:
-        p.out.delete_pods += [w.name for w in stale if w.state != "terminating"]
-        p.out.requeue_after = 1.0
-        st["workersReady"] = 0
-        return p.out
-
-    world = spec.workers.world_size
-    if current and st.get("worldSize") not in (None, world):
-        p.out.delete_pods += [w.name for w in current if w.state != "terminating"]
-        st["attempt"] = attempt + 1
-        p.transition(
-            "Restarting",
-            "Resized",
-            f"workers.replicas changed: restarting with world size {world} (was {st['worldSize']}); "
-            "the trainer resumes from the newest checkpoint at the exact next sample",
-        )
-        st["workersReady"] = 0
-        p.out.requeue_after = 1.0
-        return p.out
-
-    if not current:
-        not_before = parse_time(st.get("nextStartTime"))
-        if not_before and not_before > now:
-            p.out.requeue_after = (not_before - now).total_seconds()
-            return p.out
-        p.out.create += children.build_pods(p.ref, spec, attempt, settings.image)
-        st["worldSize"] = world
-        st.pop("nextStartTime", None)
-        st["workersReady"] = 0
-        p.transition(
-            "Restarting" if p.old_phase == "Restarting" else "Pending",
-            "WorkersCreated",
-            f"created {spec.workers.replicas} worker pods × {spec.workers.procs_per_worker} processes "
-            f"(attempt {attempt})",
-        )
-        p.out.requeue_after = settings.resync_s
-        return p.out
-
-    return _running(p, spec, current, progress, attempt)
+    st["maxSteps"] = adm.spec.training.max_steps
+    return None
 
 
 def _admission_condition(p: _Planner, refused: str) -> None:
@@ -239,106 +239,185 @@ def _admission_condition(p: _Planner, refused: str) -> None:
         p.st["conditions"] = set_condition(conds, "SpecAccepted", True, "Accepted", message, now, p.generation)
 
 
-def _running(
-    p: _Planner, spec: PretrainJobSpec, current: list[Worker], progress: dict[str, Any] | None, attempt: int
-) -> Plan:
-    st, settings = p.st, p.settings
-    replicas = spec.workers.replicas
-    by_index = {w.index: w for w in current}
-    failures = [w for w in current if w.state == "failed"]
-    missing = [i for i in range(replicas) if i not in by_index]
-    if not failures and missing:
-        failures = [
-            Worker(
-                name=children.naming.pod_name(p.ref.name, i),
-                index=i,
-                attempt=attempt,
-                state="failed",
-                reason="WorkerLost",
-                message=f"{children.naming.pod_name(p.ref.name, i)} disappeared (deleted, or its node was lost)",
-            )
-            for i in missing
-        ]
-    rank0 = by_index.get(0)
-    if progress:
-        p.merge_result(progress)
-    if rank0 is not None and rank0.result:
-        p.merge_result(rank0.result)
-    if st.get("step") is not None:
-        st["tokensSeen"] = tokens_after(spec, st["step"])
+def _sync_children(p: _Planner) -> None:
+    """The ConfigMap holds the spec in effect; the headless Service exists."""
+    desired = children.build_config_map(p.ref, p.spec)
+    if p.config_map is None:
+        p.out.create.append(desired)
+    elif p.config_map.get("data") != desired["data"]:
+        p.out.replace.append(desired)
+    if p.service is None:
+        p.out.create.append(children.build_service(p.ref))
 
-    if failures:
-        # The first failure by index is the cause; the others usually follow from it (a lost peer).
-        first = min(failures, key=lambda w: w.index)
-        live = [w.name for w in current if w.state not in ("terminating",)]
-        fatal = next((w for w in failures if not w.retryable), None)
-        if fatal is not None:
-            message = f"{fatal.message}: bad config or data, not retried; fix the spec (see the pod's log)"
-            p.finish("Failed", "InvalidConfig", message, current, "Running")
-            return p.out
-        restarts = int(st.get("restarts") or 0)
-        if restarts < spec.failure_policy.max_restarts:
-            restarts += 1
-            delay = min(settings.backoff_base_s * 2 ** (restarts - 1), settings.backoff_max_s)
-            st["restarts"], st["attempt"] = restarts, attempt + 1
-            st["nextStartTime"] = timestamp(p.now + timedelta(seconds=delay))
-            st["workersReady"] = 0
-            p.out.delete_pods += live
-            p.out.restart_reason = first.reason
-            p.transition(
-                "Restarting",
-                first.reason,
-                f"{first.message}; gang restart {restarts}/{spec.failure_policy.max_restarts} in {delay:g} s, "
-                "resuming from the newest checkpoint",
-                warning=True,
-            )
-            p.out.requeue_after = 1.0
-            return p.out
-        message = f"{first.message}; no restarts left (failurePolicy.maxRestarts: {spec.failure_policy.max_restarts})"
-        p.finish("Failed", "BackoffLimitExceeded", message, current, spec.clean_pod_policy)
-        # Gang semantics: a failed job's other workers stop even with cleanPodPolicy None.
-        stop = {w.name for w in current if w.state in ("pending", "running")}
-        p.out.delete_pods = sorted(set(p.out.delete_pods) | stop)
-        return p.out
 
-    counts = _phase_counts(current)
-    st["workersReady"] = counts.get("running", 0)
-    if counts.get("succeeded", 0) == replicas:
-        st["step"] = spec.training.max_steps  # exit code 0 means every step ran
-        st["tokensSeen"] = tokens_after(spec, st["step"])
-        p.finish(
-            "Succeeded",
-            "Completed",
-            f"trained {spec.training.max_steps} steps with {spec.workers.world_size} processes",
-            current,
-            spec.clean_pod_policy,
-        )
+def _suspended(p: _Planner) -> Plan | None:
+    if not p.spec.suspend:
+        return None
+    running = sum(w.state in ("pending", "running") for w in p.workers)
+    message = (
+        f"suspended; {running} workers stopping (SIGTERM: they checkpoint, then exit)"
+        if running
+        else "suspended; no workers run; set spec.suspend: false to resume from the newest checkpoint"
+    )
+    p.transition(SUSPENDED, SUSPENDED, message)
+    return p.stop_gang(p.workers, requeue_after=p.settings.resync_s if p.workers else None)
+
+
+def _begin_attempt(p: _Planner) -> None:
+    """The first start, or a resume, begins a new attempt (a gang of pods labelled with its number)."""
+    p.attempt = int(p.st.get("attempt") or 0)
+    if p.old_phase == SUSPENDED or p.attempt == 0:
+        p.attempt += 1
+        p.st["attempt"] = p.attempt
+        p.st.setdefault("startTime", timestamp(p.now))
+        if p.old_phase == SUSPENDED:
+            p.transition(PENDING, "Resumed", "resumed; starting workers from the newest checkpoint")
+
+
+def _old_pods_leaving(p: _Planner) -> Plan | None:
+    """Pods keep their names across attempts: a new gang waits until the previous one's pods are gone."""
+    p.current = [w for w in p.workers if w.attempt == p.attempt]
+    stale = [w for w in p.workers if w.attempt != p.attempt]
+    return p.stop_gang(stale) if stale else None
+
+
+def _resized(p: _Planner) -> Plan | None:
+    world = p.spec.workers.world_size
+    if not p.current or p.st.get("worldSize") in (None, world):
+        return None
+    p.st["attempt"] = p.attempt + 1
+    p.transition(
+        RESTARTING,
+        "Resized",
+        f"workers.replicas changed: restarting with world size {world} (was {p.st['worldSize']}); "
+        "the trainer resumes from the newest checkpoint at the exact next sample",
+    )
+    return p.stop_gang(p.current)
+
+
+def _start_gang(p: _Planner) -> Plan | None:
+    """No pods of this attempt yet: create them once the backoff has passed."""
+    if p.current:
+        return None
+    not_before = parse_time(p.st.get("nextStartTime"))
+    if not_before and not_before > p.now:
+        p.out.requeue_after = (not_before - p.now).total_seconds()
         return p.out
-    if counts.get("running", 0) + counts.get("succeeded", 0) == replicas:
-        p.transition(
-            "Running",
-            "WorkersRunning",
-            f"{replicas} workers × {spec.workers.procs_per_worker} processes training (attempt {attempt})",
-        )
-    else:
-        waiting = next((w for w in current if w.state == "pending" and w.message), None)
-        running = counts.get("running", 0)
-        st["message"] = waiting.message if waiting is not None else f"{running}/{replicas} workers running"
-    p.out.requeue_after = settings.resync_s
+    spec = p.spec
+    p.out.create += children.build_pods(p.ref, spec, p.attempt, p.settings.image)
+    p.st["worldSize"] = spec.workers.world_size
+    p.st.pop("nextStartTime", None)
+    p.st["workersReady"] = 0
+    p.transition(
+        RESTARTING if p.old_phase == RESTARTING else PENDING,
+        "WorkersCreated",
+        f"created {spec.workers.replicas} worker pods × {spec.workers.procs_per_worker} processes "
+        f"(attempt {p.attempt})",
+    )
+    p.out.requeue_after = p.settings.resync_s
     return p.out
 
 
-def _finished(p: _Planner, raw: dict[str, Any], workers: list[Worker]) -> Plan:
-    """A Succeeded or Failed job: apply the clean-pod policy, then its TTL."""
-    p.clean_up(workers, raw.get("cleanPodPolicy", "Running") if isinstance(raw, dict) else "Running")
-    ttl = raw.get("ttlSecondsAfterFinished", 0) if isinstance(raw, dict) else 0
-    done = parse_time(p.st.get("completionTime"))
-    if isinstance(ttl, int) and ttl > 0 and done is not None:
-        due = done + timedelta(seconds=ttl)
-        if p.now >= due:
-            p.out.delete_job = True
-            message = f"deleted {ttl} s after it finished (ttlSecondsAfterFinished)"
-            p.out.events.append(Event("Normal", "Expired", message))
-        else:
-            p.out.requeue_after = (due - p.now).total_seconds()
+def _merge_progress(p: _Planner) -> None:
+    """Progress from rank 0's /metrics, then from its termination message (the final word)."""
+    if p.progress:
+        p.merge_result(p.progress)
+    rank0 = next((w for w in p.current if w.index == 0), None)
+    if rank0 is not None and rank0.result:
+        p.merge_result(rank0.result)
+    if p.st.get("step") is not None:
+        p.st["tokensSeen"] = tokens_after(p.spec, p.st["step"])
+
+
+def _failures(p: _Planner) -> list[Worker]:
+    """Failed workers of this attempt, or, when none failed, the ones whose pods vanished (a lost node)."""
+    failures = [w for w in p.current if w.state == "failed"]
+    if failures:
+        return failures
+    present = {w.index for w in p.current}
+    return [
+        Worker(
+            name=pod_name(p.ref.name, i),
+            index=i,
+            attempt=p.attempt,
+            state="failed",
+            reason="WorkerLost",
+            message=f"{pod_name(p.ref.name, i)} disappeared (deleted, or its node was lost)",
+        )
+        for i in range(p.spec.workers.replicas)
+        if i not in present
+    ]
+
+
+def _worker_failed(p: _Planner) -> Plan | None:
+    """A failure ends the attempt: not retried when the worker said its config is bad, else a gang restart while
+    restarts are left."""
+    failures = _failures(p)
+    if not failures:
+        return None
+    fatal = next((w for w in failures if not w.retryable), None)
+    if fatal is not None:
+        message = f"{fatal.message}: bad config or data, not retried; fix the spec (see the pod's log)"
+        return p.finish(FAILED, "InvalidConfig", message, p.current, "Running")
+    # The first failure by index is the cause; the others usually follow from it (a lost peer).
+    first = min(failures, key=lambda w: w.index)
+    return _restart(p, first) or _out_of_restarts(p, first)
+
+
+def _restart(p: _Planner, cause: Worker) -> Plan | None:
+    max_restarts = p.spec.failure_policy.max_restarts
+    restarts = int(p.st.get("restarts") or 0)
+    if restarts >= max_restarts:
+        return None
+    restarts += 1
+    delay = min(p.settings.backoff_base_s * 2 ** (restarts - 1), p.settings.backoff_max_s)
+    p.st["restarts"], p.st["attempt"] = restarts, p.attempt + 1
+    p.st["nextStartTime"] = timestamp(p.now + timedelta(seconds=delay))
+    p.out.restart_reason = cause.reason
+    p.transition(
+        RESTARTING,
+        cause.reason,
+        f"{cause.message}; gang restart {restarts}/{max_restarts} in {delay:g} s, resuming from the newest checkpoint",
+        warning=True,
+    )
+    return p.stop_gang(p.current)
+
+
+def _out_of_restarts(p: _Planner, cause: Worker) -> Plan:
+    spec = p.spec
+    message = f"{cause.message}; no restarts left (failurePolicy.maxRestarts: {spec.failure_policy.max_restarts})"
+    p.finish(FAILED, "BackoffLimitExceeded", message, p.current, spec.clean_pod_policy)
+    # Gang semantics: a failed job's other workers stop even with cleanPodPolicy None.
+    stop = {w.name for w in p.current if w.state in ("pending", "running")}
+    p.out.delete_pods = sorted(set(p.out.delete_pods) | stop)
+    return p.out
+
+
+def _succeeded(p: _Planner) -> Plan | None:
+    spec = p.spec
+    if sum(w.state == "succeeded" for w in p.current) != spec.workers.replicas:
+        return None
+    p.st["step"] = spec.training.max_steps  # exit code 0 means every step ran
+    p.st["tokensSeen"] = tokens_after(spec, p.st["step"])
+    p.st["workersReady"] = 0
+    message = f"trained {spec.training.max_steps} steps with {spec.workers.world_size} processes"
+    return p.finish(SUCCEEDED, "Completed", message, p.current, spec.clean_pod_policy)
+
+
+def _in_progress(p: _Planner) -> Plan:
+    """Running once every worker runs (or is done); until then, what the first waiting worker waits for."""
+    replicas = p.spec.workers.replicas
+    running = sum(w.state == "running" for w in p.current)
+    done = sum(w.state == "succeeded" for w in p.current)
+    p.st["workersReady"] = running
+    if running + done == replicas:
+        p.transition(
+            RUNNING,
+            "WorkersRunning",
+            f"{replicas} workers × {p.spec.workers.procs_per_worker} processes training (attempt {p.attempt})",
+        )
+    else:
+        waiting = next((w for w in p.current if w.state == "pending" and w.message), None)
+        p.st["message"] = waiting.message if waiting is not None else f"{running}/{replicas} workers running"
+    p.out.requeue_after = p.settings.resync_s
     return p.out

@@ -29,8 +29,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     scope.add_argument("--all-namespaces", action="store_true", help="watch PretrainJobs in every namespace")
     scope.add_argument("--namespace", action="append", metavar="NS", help="watch this namespace (repeatable)")
     defaults = Settings()
+    config = OperatorConfig()
     parser.add_argument("--default-image", default=defaults.image, help="trainer image for jobs without spec.image")
-    parser.add_argument("--metrics-port", type=int, default=8000, help="operator /metrics port (0: off)")
+    parser.add_argument("--metrics-port", type=int, default=config.metrics_port, help="operator /metrics port (0: off)")
     parser.add_argument("--health-port", type=int, default=8080, help="liveness /healthz port (0: off)")
     parser.add_argument(
         "--resync-seconds", type=float, default=defaults.resync_s, help="how often running jobs' progress is read"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pretrain_trainer.contract import API_GROUP, pod_name
 
 MANAGED_BY = "pretrain-operator"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 JOB_LABEL = f"{API_GROUP}/job-name"
 INDEX_LABEL = f"{API_GROUP}/replica-index"
 ATTEMPT_LABEL = f"{API_GROUP}/attempt"
@@ -19,6 +20,9 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 KUEUE_GROUP_LABEL = "kueue.x-k8s.io/pod-group-name"
 KUEUE_COUNT_ANNOTATION = "kueue.x-k8s.io/pod-group-total-count"
 
+# Container port names: the chart's PodMonitor scrapes the one named METRICS_PORT_NAME.
+RENDEZVOUS_PORT_NAME = "rendezvous"
+METRICS_PORT_NAME = "metrics"
 CONFIG_DIR = "/etc/pretrainjob"
 CONFIG_FILE = "job.yaml"
 TERMINATION_LOG = "/dev/termination-log"
@@ -40,7 +44,7 @@ def master_addr(job: str, namespace: str) -> str:
 
 def selector(job: str) -> dict[str, str]:
     """Labels that select all of a job's worker pods (any attempt)."""
-    return {"app.kubernetes.io/managed-by": MANAGED_BY, JOB_LABEL: job}
+    return {MANAGED_BY_LABEL: MANAGED_BY, JOB_LABEL: job}
 
 
 def common_labels(job: str, component: str) -> dict[str, str]:
@@ -48,7 +52,7 @@ def common_labels(job: str, component: str) -> dict[str, str]:
         "app.kubernetes.io/name": "pretrain-worker" if component == "worker" else "pretrainjob",
         "app.kubernetes.io/instance": job,
         "app.kubernetes.io/component": component,
-        "app.kubernetes.io/managed-by": MANAGED_BY,
+        MANAGED_BY_LABEL: MANAGED_BY,
         JOB_LABEL: job,
     }
 

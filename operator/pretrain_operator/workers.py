@@ -41,6 +41,7 @@ class Worker:
     message: str = ""
     exit_code: int | None = None
     pod_ip: str = ""
+    metrics_port: int = 0  # where rank 0 serves /metrics (the pod's declared port; 0: none)
     result: dict[str, Any] = field(default_factory=dict)  # the trainer's termination message (JSON)
 
     @property
@@ -78,6 +79,14 @@ def _result(term: dict[str, Any] | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _metrics_port(pod: dict[str, Any]) -> int:
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for port in container.get("ports") or []:
+            if port.get("name") == naming.METRICS_PORT_NAME:
+                return int(port.get("containerPort") or 0)
+    return 0
+
+
 def read_worker(pod: dict[str, Any], now: datetime, stuck_grace_s: float) -> Worker:
     """Classify one pod. `stuck_grace_s`: how long an image-pull or container-config error may last before it
     counts as a failure (a registry hiccup clears up; a wrong image name does not)."""
@@ -88,6 +97,7 @@ def read_worker(pod: dict[str, Any], now: datetime, stuck_grace_s: float) -> Wor
         "index": int(labels.get(naming.INDEX_LABEL, -1)),
         "attempt": int(labels.get(naming.ATTEMPT_LABEL, -1)),
         "pod_ip": status.get("podIP", ""),
+        "metrics_port": _metrics_port(pod),
     }
     phase = status.get("phase", "Pending")
     term = _terminated(pod)

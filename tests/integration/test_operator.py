@@ -8,9 +8,11 @@ the operator does: children, status, conditions, events, gang restarts, suspend,
 from __future__ import annotations
 
 import base64
+import http.server
 import json
 import shutil
 import subprocess
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -247,6 +249,47 @@ def test_replicas_change_restarts_with_new_world_size_and_immutable_change_is_re
     assert "spec.model.architecture cannot change" in message
     cm = yaml.safe_load(api.get("v1", "configmaps", NS, "tiny-config")["data"]["job.yaml"])
     assert cm["spec"]["model"]["architecture"] == "gpt2" and len(pods(api)) == 4
+
+
+@pytest.fixture
+def rank0_metrics() -> Iterator[tuple[int, dict[str, str]]]:
+    """A stand-in for rank 0's /metrics on a free loopback port; the test sets the page it serves."""
+    page = {"text": ""}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = page["text"].encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:  # quiet
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], page
+    server.shutdown()
+    thread.join(5)
+
+
+def test_progress_is_read_from_the_metrics_port_that_rank_zero_declares(
+    api: ApiServer, operator: OperatorThread, rank0_metrics: tuple[int, dict[str, str]]
+) -> None:
+    port, page = rank0_metrics
+    page["text"] = 'pretrain_step{job_name="tiny"} 17\npretrain_loss{job_name="tiny"} 3.25\n'
+    start(api, operator, metrics={"port": port})
+    run_all(api, operator)
+    wait_for("scraped step 17", lambda: job(api)["status"].get("step") == 17, op=operator)
+    assert job(api)["status"]["loss"] == 3.25
+    # A refused edit of the port does not move the scrape: the running pods serve the port they were built with.
+    api.patch(API_VERSION, PLURAL, NS, "tiny", {"spec": {"metrics": {"port": port + 1}}})
+    wait_for("the change refused", lambda: "SpecChangeRefused" in reasons(api), op=operator)
+    page["text"] = 'pretrain_step{job_name="tiny"} 18\n'
+    wait_for("scraped step 18", lambda: job(api)["status"].get("step") == 18, op=operator)
 
 
 def test_secrets_never_leak_into_children_status_or_events(api: ApiServer, operator: OperatorThread) -> None:

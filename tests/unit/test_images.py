@@ -276,21 +276,37 @@ def test_operator_image_installs_no_torch():
     assert not any(re.search(r"\btorch\b", c) for c in pip_installs(instructions))
 
 
+def _module_file(module: str) -> Path | None:
+    base = ROOT / "trainer" / Path(*module.split("."))
+    return next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.exists()), None)
+
+
+def _trainer_imports(path: Path) -> set[str]:
+    """The pretrain_trainer modules a file imports (`from pretrain_trainer import contract` included), at any depth."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "pretrain_trainer":
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names if _module_file(f"{node.module}.{a.name}")}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "pretrain_trainer"}
+    return found
+
+
 def test_operator_image_holds_every_trainer_module_that_the_operator_imports():
     copied = {s.rstrip("/") for srcs, _ in copies(parse_dockerfile(IMAGES["operator"])) for s in srcs}
-    needed = set()
-    for path in (ROOT / "operator" / "pretrain_operator").glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pretrain_trainer"):
-                needed.add(node.module)
-            elif isinstance(node, ast.Import):
-                needed |= {a.name for a in node.names if a.name.startswith("pretrain_trainer")}
-    assert needed, "the operator imports the typed spec from pretrain_trainer.config"
+    needed: set[str] = set()
+    todo = set().union(*map(_trainer_imports, (ROOT / "operator" / "pretrain_operator").glob("*.py")))
+    while todo:  # what those modules import in turn
+        module = todo.pop()
+        needed.add(module)
+        todo |= _trainer_imports(_module_file(module)) - needed  # type: ignore[arg-type]
+    assert {"pretrain_trainer.config", "pretrain_trainer.contract"} <= needed
     for module in needed:
         parts = module.split(".")
-        files = [f"trainer/{'/'.join(parts[: n + 1])}/__init__.py" for n in range(len(parts) - 1)]
-        files.append(f"trainer/{'/'.join(parts)}.py" if (ROOT / "trainer" / f"{'/'.join(parts)}.py").exists() else "")
-        for f in filter(None, files):
+        files = [f"trainer/{'/'.join(parts[: n + 1])}/__init__.py" for n in range(len(parts))]
+        files.append(f"trainer/{'/'.join(parts)}.py")
+        for f in (f for f in files if (ROOT / f).exists()):
             assert any(f == c or f.startswith(c + "/") for c in copied), f"{module} needs {f} in the operator image"
 
 

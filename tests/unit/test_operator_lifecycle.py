@@ -674,6 +674,31 @@ def test_ttl_also_applies_to_failed_jobs():
     assert cluster.reconcile().delete_job
 
 
+def test_ttl_applies_to_a_job_whose_spec_was_never_valid():
+    spec = {**copy.deepcopy(BASE_SPEC), "ttlSecondsAfterFinished": 30}
+    del spec["data"]["train"]
+    cluster = Cluster(new_job(spec))
+    cluster.reconcile()
+    assert cluster.status["phase"] == "Failed"
+    cluster.advance(29)
+    out = cluster.reconcile()
+    assert not out.delete_job and out.requeue_after == pytest.approx(1)
+    cluster.advance(1)
+    assert cluster.reconcile().delete_job
+
+
+@pytest.mark.parametrize("ttl", ["600", -5, 1.5, True])
+def test_a_malformed_ttl_on_an_invalid_spec_keeps_the_job(ttl):
+    # Not of the field's type or out of its bounds: the field's default (0, keep) applies, as the CRD would have it.
+    spec = {**copy.deepcopy(BASE_SPEC), "ttlSecondsAfterFinished": ttl}
+    cluster = Cluster(new_job(spec))
+    cluster.reconcile()
+    assert "spec.ttlSecondsAfterFinished" in cluster.condition("Failed")["message"]
+    cluster.advance(10**7)
+    out = cluster.reconcile()
+    assert not out.delete_job and out.requeue_after is None
+
+
 # -------------------------------------------------------------------------------------------- suspend
 
 

@@ -107,7 +107,17 @@ def test_the_operator_and_the_contract_import_without_torch():
         "names = sorted(m.name for m in pkgutil.iter_modules(pretrain_operator.__path__, 'pretrain_operator.'))\n"
         "for name in names:\n"
         "    importlib.import_module(name)\n"
+        "from pretrain_operator.admission import check\n"  # parsing runs the lazily imported semantic checks
+        "spec = {'tokenizer': {'uri': 's3://corpus/tok.json'}, 'data': {'train': 's3://corpus/train'}}\n"
+        "check('a', 'default', {**spec, 'training': {'globalBatchSamples': 8}})\n"
         "print(' '.join(names))\n"
     )
     imported = _run(code, ROOT).split()
     assert {"pretrain_operator.handlers", "pretrain_operator.lifecycle", "pretrain_operator.main"} <= set(imported)
+
+
+def test_every_phony_make_target_has_a_recipe():
+    makefile = (ROOT / "Makefile").read_text()
+    phony = next(line for line in makefile.splitlines() if line.startswith(".PHONY:")).split(":", 1)[1].split()
+    defined = {line.split(":", 1)[0] for line in makefile.splitlines() if line and not line[0].isspace()}
+    assert phony and not set(phony) - defined, f"phony targets without a rule: {set(phony) - defined}"
