@@ -43,6 +43,7 @@ bench: $(STAMP)  ## print throughput figures (see benchmarks/)
 	$(PY) benchmarks/prepare_throughput.py
 	$(PY) benchmarks/loader_throughput.py
 	$(PY) benchmarks/operator_reconcile.py
+	$(PY) benchmarks/corpus_report_throughput.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -124,3 +124,13 @@ def test_the_browser_check_catches_console_errors_and_images_that_do_not_load(tm
     page = render(path)
     assert page.console == ["planted"]
     assert images_loaded(page.dom) == (2, 3)
+
+
+def test_report_without_near_dup_still_counts_exact_duplicates_and_says_near_ones_were_not_checked(tmp_path, capsys):
+    path, _ = _planted(tmp_path)
+    out = tmp_path / "o"
+    assert main(["corpus", "report", str(path), "--output", str(out), "--no-progress", "--no-near-dup"]) == 0
+    dups = json.loads((out / "report.json").read_text())["duplicates"]
+    assert dups["near"]["checked"] is False and dups["near"]["documents"] == 0
+    assert dups["exact"]["documents"] >= 1
+    assert "near duplicates not checked" in capsys.readouterr().out

@@ -25,6 +25,7 @@ def cmd_corpus_report(args: argparse.Namespace) -> int:
     from pretrain_trainer.curation.table import format_report
 
     settings = ProfileSettings(
+        near_dedup=not args.no_near_dup,
         near_dup_threshold=args.near_dup_threshold,
         quality=QualityThresholds.parse(args.quality) if args.quality else QualityThresholds(),
         examples=args.examples,
@@ -60,6 +61,7 @@ def add_corpus_report(tree: CommandTree) -> None:
         default=DEFAULT_THRESHOLD,
         help="Jaccard similarity of word 5-gram sets that makes a near duplicate (default: %(default)s)",
     )
+    p.add_argument("--no-near-dup", action="store_true", help="skip near-duplicate detection (the slowest part)")
     p.add_argument(
         "--quality",
         metavar="NAME=VALUE,...",

@@ -50,6 +50,11 @@ MIN_PARAGRAPH_LETTERS = 40
 MIXED_LANGUAGE_CONFIDENCE = 0.9
 #: A second language must hold this share of the identified paragraphs' letters to make a mixture.
 MIXED_LANGUAGE_SHARE = 0.2
+#: The model reads at most this many characters of a document, and of each of at most MAX_PARAGRAPHS paragraphs:
+#: py3langid walks its input byte by byte in Python (~1 µs a byte), and a few thousand characters decide a language.
+SAMPLE_CHARS = 2000
+PARAGRAPH_CHARS = 500
+MAX_PARAGRAPHS = 8
 #: Fewer letters than this and the document is undetermined.
 MIN_LETTERS = 2
 
@@ -135,7 +140,11 @@ def _mixed_scripts(letters: Counter[str]) -> bool:
 def _paragraph_languages(text: str) -> Counter[str]:
     """Letters per confidently identified language, over the paragraphs long enough to identify."""
     found: Counter[str] = Counter()
-    for para in re.split(r"\n\s*\n", text):
+    paragraphs = [p for p in re.split(r"\n\s*\n", text) if len(p) >= MIN_PARAGRAPH_LETTERS]
+    # Evenly spread over the document when it has more paragraphs than we read.
+    step = max(1, -(-len(paragraphs) // MAX_PARAGRAPHS))
+    for para in paragraphs[::step]:
+        para = para[:PARAGRAPH_CHARS]
         letters = sum(script_letters(para).values())
         if letters < MIN_PARAGRAPH_LETTERS:
             continue
@@ -154,7 +163,7 @@ def identify(text: str) -> LanguageResult:
         return LanguageResult(CODE, 1.0, scripts, mixed_scripts, False)
     if sum(letters.values()) < MIN_LETTERS:
         return LanguageResult(UNDETERMINED, 0.0, scripts, mixed_scripts, False)
-    lang, prob = _Model.classify(text)
+    lang, prob = _Model.classify(text[:SAMPLE_CHARS])
     mixed: tuple[str, ...] = ()
     if "\n\n" in text.strip():
         paragraphs = _paragraph_languages(text)

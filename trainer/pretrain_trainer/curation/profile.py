@@ -102,6 +102,8 @@ def _bin(n: int) -> int:
 
 @dataclass
 class ProfileSettings:
+    near_dedup: bool = True
+    """Look for near duplicates (the most expensive analysis; exact duplicates are always counted)."""
     near_dup_threshold: float = DEFAULT_THRESHOLD
     quality: QualityThresholds = field(default_factory=QualityThresholds)
     examples: int = 3
@@ -118,7 +120,7 @@ class CorpusProfile:
         self.langs: list[str] = []
         self._hashes: dict[bytes, int] = {}
         self._exact: dict[int, list[int]] = defaultdict(list)
-        self._near = NearDuplicateIndex(self.settings.near_dup_threshold)
+        self._near = NearDuplicateIndex(self.settings.near_dup_threshold) if self.settings.near_dedup else None
         self._snippets: dict[int, str] = {}
         self.examples: dict[str, list[dict[str, object]]] = defaultdict(list)
         self.bytes_read = 0
@@ -155,7 +157,7 @@ class CorpusProfile:
             self._exact[first].append(i)
             for g in groups:
                 g.exact_duplicates += 1
-        else:
+        elif self._near is not None:
             near = self._near.add(i, text, keep_if_duplicate=True)
             if near is not None:
                 for g in groups:
@@ -193,8 +195,11 @@ class CorpusProfile:
         caller reads these documents again and hands them to `fill_snippet` before `as_dict`.
         """
         shown = self.settings.examples + 1
-        clusters = self._exact_clusters()[: self.settings.clusters] + self._near.clusters()[: self.settings.clusters]
+        clusters = self._exact_clusters()[: self.settings.clusters] + self._near_clusters()[: self.settings.clusters]
         return {k for cluster in clusters for k in cluster[:shown]}
+
+    def _near_clusters(self) -> list[list[int]]:
+        return self._near.clusters() if self._near is not None else []
 
     def fill_snippet(self, i: int, text: str) -> None:
         self._snippets[i] = snippet(text)
@@ -213,7 +218,7 @@ class CorpusProfile:
     def as_dict(self) -> dict[str, object]:
         total = self.groups[OVERALL].documents
         exact = self._exact_clusters()
-        near = self._near.clusters()
+        near = self._near_clusters()
         overall = self.groups[OVERALL]
         langs = sorted((k for k in self.groups if k != OVERALL), key=lambda k: (-self.groups[k].documents, k))
         quality = {k.split(":", 1)[1]: v for k, v in self.examples.items() if k.startswith("quality:")}
@@ -235,6 +240,7 @@ class CorpusProfile:
                     "largest": self._cluster_entries(exact[: self.settings.clusters]),
                 },
                 "near": {
+                    "checked": self.settings.near_dedup,
                     "threshold": self.settings.near_dup_threshold,
                     "documents": self.groups[OVERALL].near_duplicates,
                     "clusters": len(near),

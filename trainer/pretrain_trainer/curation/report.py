@@ -48,6 +48,7 @@ def profile_corpus(
     report = profile.as_dict()
     report["inputs"] = files
     report["settings"] = {
+        "near_dedup": profile.settings.near_dedup,
         "near_dup_threshold": profile.settings.near_dup_threshold,
         "quality": vars(profile.settings.quality),
         "max_documents": max_documents,

@@ -95,7 +95,9 @@ def format_report(report: dict) -> str:  # type: ignore[type-arg]
     out += [
         "",
         f"duplicates: {dups['exact']['documents']} exact copies in {dups['exact']['clusters']} clusters; "
-        f"{near['documents']} near duplicates (Jaccard ≥ {near['threshold']}) in {near['clusters']} clusters",
+        f"{near['documents']} near duplicates (Jaccard ≥ {near['threshold']}) in {near['clusters']} clusters"
+        if near["checked"]
+        else "near duplicates not checked (--no-near-dup)",
     ]
     for kind in ("exact", "near"):
         for cluster in dups[kind]["largest"][:5]:
