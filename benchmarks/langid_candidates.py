@@ -23,16 +23,17 @@ from pretrain_trainer.bundled_corpus import load_bundled_documents
 NATURAL = ("en", "sv", "de", "fr", "el", "ru", "zh", "ja")
 
 
-def _sample() -> list[tuple[str, set[str]]]:
+def _sample() -> list[tuple[str, str, set[str]]]:
+    """(group, text, acceptable answers)."""
     docs = load_bundled_documents()
-    sample = [(d["text"], {d["lang"]}) for d in docs if d["lang"] in NATURAL]
-    sample += [(d["text"], {"sv", "en"}) for d in docs if d["lang"] == "emoji"]
+    sample = [("natural", d["text"], {d["lang"]}) for d in docs if d["lang"] in NATURAL]
+    sample += [("emoji", d["text"], {"sv", "en"}) for d in docs if d["lang"] == "emoji"]
     rng = random.Random(0)
     natural = [d for d in docs if d["lang"] in NATURAL and len(d["text"]) > 80]
     for _ in range(60):
         a, b = rng.sample(natural, 2)
         if a["lang"] != b["lang"]:
-            sample.append((a["text"] + "\n\n" + b["text"], {a["lang"], b["lang"]}))
+            sample.append(("mixed", a["text"] + "\n\n" + b["text"], {a["lang"], b["lang"]}))
     return sample
 
 
@@ -72,7 +73,8 @@ def _lingua() -> Callable[[str], str]:
 
 def main() -> None:
     sample = _sample()
-    print(f"{len(sample)} documents ({sum(len(t) for t, _ in sample) / 1e3:.0f} k characters)")
+    groups = {g: sum(1 for s in sample if s[0] == g) for g in ("natural", "emoji", "mixed")}
+    print(f"{len(sample)} documents {groups} ({sum(len(t) for _, t, _ in sample) / 1e3:.0f} k characters)")
     print(f"{'candidate':<12}{'load s':>8}{'docs/s':>10}{'natural':>9}{'emoji':>8}{'mixed':>8}{'short<20':>10}")
     for name, make in (("py3langid", _py3langid), ("langdetect", _langdetect), ("lingua", _lingua)):
         started = time.perf_counter()
@@ -80,19 +82,14 @@ def main() -> None:
         classify("warm up")
         loaded = time.perf_counter() - started
         started = time.perf_counter()
-        answers = [classify(text) for text, _ in sample]
+        answers = [classify(text) for _, text, _ in sample]
         seconds = time.perf_counter() - started
-        groups: dict[str, list[bool]] = {"natural": [], "emoji": [], "mixed": [], "short": []}
-        for (text, want), got in zip(sample, answers, strict=True):
-            group = (
-                "mixed"
-                if len(want) == 2 and "\n\n" in text and want != {"sv", "en"}
-                else ("emoji" if want == {"sv", "en"} else "natural")
-            )
-            groups[group].append(got in want)
+        results: dict[str, list[bool]] = {"natural": [], "emoji": [], "mixed": [], "short": []}
+        for (group, text, want), got in zip(sample, answers, strict=True):
+            results[group].append(got in want)
             if len(text) < 20:
-                groups["short"].append(got in want)
-        share = {k: sum(v) / len(v) if v else float("nan") for k, v in groups.items()}
+                results["short"].append(got in want)
+        share = {k: sum(v) / len(v) if v else float("nan") for k, v in results.items()}
         print(
             f"{name:<12}{loaded:>8.2f}{len(sample) / seconds:>10.0f}{share['natural']:>9.1%}{share['emoji']:>8.1%}"
             f"{share['mixed']:>8.1%}{share['short']:>10.1%}"
