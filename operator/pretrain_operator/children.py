@@ -19,7 +19,7 @@ from pretrain_trainer import contract as c
 from pretrain_trainer.config import PretrainJobSpec, to_dict
 from pretrain_trainer.contract import API_VERSION, KIND
 
-from . import naming
+from . import hardening, naming
 
 
 @dataclass(frozen=True)
@@ -118,15 +118,19 @@ def _env(job: JobRef, spec: PretrainJobSpec, index: int, attempt: int) -> list[d
         c.PRETRAIN_TERMINATION_LOG: naming.TERMINATION_LOG,
     }
     env: list[dict[str, Any]] = [{"name": k, "value": str(v)} for k, v in plain.items()]
+    env += hardening.cache_env()
     # /metrics listens on the pod IP, where the PodMonitor and the operator scrape (a local run keeps loopback).
     env.append({"name": c.PRETRAIN_METRICS_ADDR, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
     if spec.storage.credentials_secret:
-        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        for key in (c.AWS_ACCESS_KEY_ID, c.AWS_SECRET_ACCESS_KEY):
             ref = {"name": spec.storage.credentials_secret, "key": key}
             env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
         # Optional, for temporary credentials.
-        ref = {"name": spec.storage.credentials_secret, "key": "AWS_SESSION_TOKEN", "optional": True}
-        env.append({"name": "AWS_SESSION_TOKEN", "valueFrom": {"secretKeyRef": ref}})
+        ref = {"name": spec.storage.credentials_secret, "key": c.AWS_SESSION_TOKEN, "optional": True}
+        env.append({"name": c.AWS_SESSION_TOKEN, "valueFrom": {"secretKeyRef": ref}})
+    if spec.checkpoint.signing_secret:
+        ref = {"name": spec.checkpoint.signing_secret, "key": c.PRETRAIN_CHECKPOINT_SIGNING_KEY}
+        env.append({"name": c.PRETRAIN_CHECKPOINT_SIGNING_KEY, "valueFrom": {"secretKeyRef": ref}})
     return env
 
 
@@ -166,6 +170,7 @@ def build_pod(job: JobRef, spec: PretrainJobSpec, index: int, attempt: int, imag
         ],
         "terminationMessagePath": naming.TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": hardening.container_security_context(),
     }
     pod_spec: dict[str, Any] = {
         "hostname": name,
@@ -173,6 +178,8 @@ def build_pod(job: JobRef, spec: PretrainJobSpec, index: int, attempt: int, imag
         "restartPolicy": "Never",
         "terminationGracePeriodSeconds": workers.termination_grace_seconds,
         "enableServiceLinks": False,
+        "automountServiceAccountToken": workers.automount_service_account_token,
+        "securityContext": hardening.pod_security_context(),
         "containers": [container],
         "volumes": [
             {"name": "config", "configMap": {"name": naming.config_map_name(job.name)}},

@@ -393,3 +393,43 @@ def test_core_v1_validation_can_fail(pods):
     broken["spec"]["restartPolicyy"] = "Never"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+
+
+# ------------------------------------------------------------------------------------------- hardening
+
+
+def test_worker_pods_run_non_root_without_privileges_capabilities_or_a_writable_root(pods):
+    for pod in pods:
+        pod_ctx, ctx = pod["spec"]["securityContext"], container(pod)["securityContext"]
+        assert pod_ctx["runAsNonRoot"] is True and pod_ctx["runAsUser"] != 0
+        assert pod_ctx["seccompProfile"] == {"type": "RuntimeDefault"} == ctx["seccompProfile"]
+        assert ctx["allowPrivilegeEscalation"] is False and ctx["privileged"] is False
+        assert ctx["capabilities"] == {"drop": ["ALL"]}
+        assert ctx["readOnlyRootFilesystem"] is True
+
+
+def test_everything_the_trainer_writes_is_an_empty_dir(pods):
+    pod = pods[0]
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    writable = {m["mountPath"]: m["name"] for m in container(pod)["volumeMounts"] if not m.get("readOnly")}
+    assert set(writable) == {"/tmp", "/dev/shm"}
+    assert all("emptyDir" in volumes[name] for name in writable.values())
+    env = env_values(pod)
+    for var in ("XDG_CACHE_HOME", "HF_HOME", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", c.PRETRAIN_RUN_DIR):
+        assert env[var].startswith("/tmp/"), var
+
+
+def test_the_service_account_token_is_mounted_only_when_the_spec_asks(spec):
+    assert all(
+        p["spec"]["automountServiceAccountToken"] is False for p in children.build_pods(make_job(), spec, 1, IMAGE)
+    )
+    asking = check("gpt-small", "ml", {**SPEC, "workers": {**SPEC["workers"], "automountServiceAccountToken": True}})
+    assert children.build_pod(make_job(), asking, 0, 1, IMAGE)["spec"]["automountServiceAccountToken"] is True
+
+
+def test_the_checkpoint_signing_key_arrives_as_a_secret_reference_only():
+    signed = check("gpt-small", "ml", {**SPEC, "checkpoint": {"uri": "s3://ckpt/x", "signingSecret": "ckpt-key"}})
+    pod = children.build_pod(make_job(), signed, 0, 1, IMAGE)
+    ref = {"name": "ckpt-key", "key": c.PRETRAIN_CHECKPOINT_SIGNING_KEY}
+    assert env_refs(pod)[c.PRETRAIN_CHECKPOINT_SIGNING_KEY] == {"secretKeyRef": ref}
+    assert c.PRETRAIN_CHECKPOINT_SIGNING_KEY not in env_values(pod)

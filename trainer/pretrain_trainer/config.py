@@ -77,6 +77,11 @@ class WorkersSpec:
     )
     labels: dict[str, str] = spec_field(factory=dict, doc="Extra labels for the worker pods.")
     annotations: dict[str, str] = spec_field(factory=dict, doc="Extra annotations for the worker pods.")
+    automount_service_account_token: bool = spec_field(
+        False,
+        doc="Mount the ServiceAccount's API token into the pods: only for IRSA / workload identity setups that need "
+        "it, and only where the operator's policy allows it. The trainer never calls the Kubernetes API.",
+    )
 
     @property
     def world_size(self) -> int:
@@ -249,6 +254,11 @@ class CheckpointSpec:
         False,
         name="exportHF",
         doc="Also export the final model in Hugging Face save_pretrained format, with the tokenizer, under <uri>/hf/.",
+    )
+    signing_secret: str = spec_field(
+        "",
+        doc="Name of a Secret whose key PRETRAIN_CHECKPOINT_SIGNING_KEY (16+ random bytes) signs every checkpoint "
+        "manifest (HMAC-SHA256); resume then refuses a checkpoint that is unsigned or was changed, before reading it.",
     )
 
 
