@@ -46,7 +46,7 @@ def add_prepare(tree: CommandTree) -> None:
     )
     default = partial(default_of, PrepareConfig)
     prep.add_argument("--tokenizer", required=True, help="tokenizer.json, or a folder/URI holding it")
-    prep.add_argument("--input", nargs="+", required=True, metavar="PATH", help="files, folders or globs")
+    prep.add_argument("--input", nargs="+", required=True, metavar="PATH", help="files, folders, globs or s3:// URIs")
     prep.add_argument("--output", required=True, help="local folder or s3:// URI for the shard sets")
     prep.add_argument("--dedup", action="store_true", help="drop exact duplicate documents")
     prep.add_argument(

@@ -45,4 +45,5 @@ def read_options(args: argparse.Namespace) -> ReadOptions:
 
 
 def documents(args: argparse.Namespace, patterns: Sequence[str], flag: str = "--input") -> Iterator[Document]:
-    return read_documents(expand_inputs(patterns, flag), read_options(args))
+    storage = storage_options(args)
+    return read_documents(expand_inputs(patterns, flag, storage), read_options(args), storage)

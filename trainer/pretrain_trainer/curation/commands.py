@@ -36,6 +36,7 @@ def cmd_corpus_report(args: argparse.Namespace) -> int:
         settings,
         args.max_documents,
         progress=not args.no_progress and sys.stderr.isatty(),
+        storage=storage_options(args),
     )
     as_json, page = write_report(report, Path(args.output))
     print(format_report(report))
@@ -53,7 +54,9 @@ def add_corpus_report(tree: CommandTree) -> None:
         "signals and personal data, with examples of each flag. Writes report.json and a self-contained "
         "report.html to --output.",
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or globs (.txt, .jsonl, .parquet)")
+    p.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="files, folders, globs or s3:// URIs (.txt, .jsonl, .parquet)"
+    )
     p.add_argument("--output", default="corpus-report", help="folder for report.json and report.html")
     p.add_argument(
         "--near-dup-threshold",

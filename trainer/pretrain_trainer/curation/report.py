@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from itertools import islice
 from pathlib import Path
@@ -12,7 +11,8 @@ from tqdm import tqdm
 
 from pretrain_trainer.curation.page import render_page
 from pretrain_trainer.curation.profile import CorpusProfile, ProfileSettings
-from pretrain_trainer.data.readers import ReadOptions, expand_inputs, read_documents
+from pretrain_trainer.data.readers import ReadOptions, expand_inputs, input_bytes, read_documents
+from pretrain_trainer.storage import StorageOptions
 
 
 def profile_corpus(
@@ -21,16 +21,17 @@ def profile_corpus(
     settings: ProfileSettings | None = None,
     max_documents: int | None = None,
     progress: bool = False,
+    storage: StorageOptions | None = None,
 ) -> dict[str, object]:
     """Read every document of the inputs once and return the report (the content of report.json)."""
-    files = expand_inputs(patterns, "INPUTS")
+    files = expand_inputs(patterns, "INPUTS", storage)
     read = read or ReadOptions()
     profile = CorpusProfile(settings)
     started = time.perf_counter()
     bar = tqdm(
-        total=sum(os.path.getsize(f) for f in files), unit="B", unit_scale=True, desc="report", disable=not progress
+        total=input_bytes(files, storage), unit="B", unit_scale=True, desc="report", disable=not progress
     )
-    for doc in islice(read_documents(files, read), max_documents):
+    for doc in islice(read_documents(files, read, storage), max_documents):
         before = profile.bytes_read
         profile.add(doc)
         bar.update(profile.bytes_read - before)
@@ -40,7 +41,7 @@ def profile_corpus(
     if wanted:
         # The largest clusters' texts, read again (cheap next to the analysis) rather than kept for every document.
         last = max(wanted)
-        for i, doc in enumerate(read_documents(files, read)):
+        for i, doc in enumerate(read_documents(files, read, storage)):
             if i in wanted:
                 profile.fill_snippet(i, doc.text)
             if i >= last:

@@ -134,7 +134,7 @@ def verify_against(
     """Compare every shard document of the prepare output at `uri` with what prepare keeps from `inputs`."""
     sets = _split_sets(uri, options)
     first = next(iter(sets.values()))
-    cfg = config_from_settings(first.index.settings, expand_inputs(inputs, "--against"), uri)
+    cfg = config_from_settings(first.index.settings, expand_inputs(inputs, "--against", options), uri)
     tok = load_tokenizer(tokenizer or cfg.tokenizer, options, cfg.eos_token)
     if tok.fingerprint != first.index.tokenizer.fingerprint:
         raise ValueError(
@@ -145,7 +145,7 @@ def verify_against(
     decoded = {split: decoded_documents(s, tok) for split, s in sets.items()}
     positions = dict.fromkeys(sets, 0)
     result = VerifyResult()
-    for split, source, text, _ in kept_documents(cfg, list(cfg.inputs), tok, PrepareReport()):
+    for split, source, text, _ in kept_documents(cfg, list(cfg.inputs), tok, PrepareReport(), storage=options):
         if split not in sets:
             continue
         result.documents += 1

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -22,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pretrain_trainer.curation.filters import CurationConfig, CurationFilter, CurationLog
-from pretrain_trainer.data.readers import Document, ReadOptions, expand_inputs, read_documents
+from pretrain_trainer.data.readers import Document, ReadOptions, expand_inputs, input_bytes, read_documents
 from pretrain_trainer.data.shards import DEFAULT_PAGE_BYTES, INDEX_NAME, ShardIndex, ShardWriter, TokenizerMeta
 from pretrain_trainer.storage import ObjectStore, StorageOptions, open_store
 from pretrain_trainer.tokenizer.load import LoadedTokenizer, load_tokenizer
@@ -163,7 +162,12 @@ def _remove_stale(store: ObjectStore, index: ShardIndex) -> None:
 
 
 def kept_documents(
-    cfg: PrepareConfig, files: list[str], tok: LoadedTokenizer, report: PrepareReport, bar: tqdm | None = None
+    cfg: PrepareConfig,
+    files: list[str],
+    tok: LoadedTokenizer,
+    report: PrepareReport,
+    bar: tqdm | None = None,
+    storage: StorageOptions | None = None,
 ) -> Iterator[tuple[str, str, str, list[int]]]:
     """(split, source, text as kept, token ids) of every document `prepare` keeps, in shard order.
 
@@ -173,7 +177,7 @@ def kept_documents(
     curate = CurationFilter(cfg.curation) if cfg.curation.active else None
     log = curate.log if curate else CurationLog()
     seen: set[bytes] = set()
-    for batch in _batches(read_documents(files, cfg.read), cfg.batch_documents):
+    for batch in _batches(read_documents(files, cfg.read, storage), cfg.batch_documents):
         keep: list[tuple[str, str, bytes]] = []
         for doc in batch:
             raw = doc.text.encode()
@@ -206,7 +210,7 @@ def kept_documents(
 def prepare(cfg: PrepareConfig, options: StorageOptions | None = None, progress: bool = False) -> PrepareReport:
     """Tokenize the corpus and write the shard sets; returns the report (also written as report.json)."""
     started = time.perf_counter()
-    files = expand_inputs(cfg.inputs)
+    files = expand_inputs(cfg.inputs, storage=options)
     tok: LoadedTokenizer = load_tokenizer(cfg.tokenizer, options, cfg.eos_token)
     out = open_store(cfg.output, options)
     _check_output(out, cfg.overwrite)
@@ -216,13 +220,13 @@ def prepare(cfg: PrepareConfig, options: StorageOptions | None = None, progress:
     report = PrepareReport(files=len(files))
     eos = np.array([tok.eos_id], dtype=np.uint32)
     bar = tqdm(
-        total=sum(os.path.getsize(f) for f in files),
+        total=input_bytes(files, options),
         unit="B",
         unit_scale=True,
         desc="prepare",
         disable=not progress,
     )
-    for split, _, _, ids in kept_documents(cfg, files, tok, report, bar):
+    for split, _, _, ids in kept_documents(cfg, files, tok, report, bar, options):
         writers[split].add_document(np.concatenate([np.asarray(ids, dtype=np.uint32), eos]))
         report.kept[split] += 1
         report.tokens[split] += len(ids) + 1

@@ -1,7 +1,9 @@
 """Read documents from corpus files: .txt, .jsonl and .parquet (optionally .gz for the text formats).
 
 Paths and globs are expanded and sorted, so the same inputs always yield the same documents in the same
-order, which is what makes `prepare` deterministic.
+order, which is what makes `prepare` deterministic. Inputs may be local or in an object store (`s3://bucket/
+corpus/`, `s3://bucket/corpus/**/*.jsonl`; see object_inputs.py), read with the given StorageOptions (default:
+the AWS environment).
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+from pretrain_trainer.data.object_inputs import expand_object_pattern, is_object_uri, object_size, open_object
+from pretrain_trainer.storage import StorageOptions
 
 TXT_MODES = ("file", "blank-line", "line")
 SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
@@ -51,7 +56,9 @@ def _kind(path: str) -> str:
     raise ValueError(f"{path}: unsupported input type; use .txt, .jsonl or .parquet (text formats may be gzipped)")
 
 
-def expand_inputs(patterns: Sequence[str], flag: str = "--input") -> list[str]:
+def expand_inputs(
+    patterns: Sequence[str], flag: str = "--input", storage: StorageOptions | None = None
+) -> list[str]:
     """Expand files, directories (recursively, supported types only) and globs into a sorted file list.
 
     Raises ValueError naming every pattern that matched nothing, so a typo never silently shrinks a corpus.
@@ -59,7 +66,9 @@ def expand_inputs(patterns: Sequence[str], flag: str = "--input") -> list[str]:
     files: set[str] = set()
     missing = []
     for pattern in patterns:
-        if os.path.isdir(pattern):
+        if is_object_uri(pattern):
+            found = expand_object_pattern(pattern, storage, _is_supported)
+        elif os.path.isdir(pattern):
             found = [str(p) for p in Path(pattern).rglob("*") if p.is_file() and _is_supported(p.name)]
         else:
             found = [p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p)]
@@ -81,13 +90,24 @@ def _is_supported(name: str) -> bool:
     return True
 
 
-def _open_text(path: str) -> IO[str]:
-    raw = gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")  # noqa: SIM115
+def input_bytes(files: Sequence[str], storage: StorageOptions | None = None) -> int:
+    """Total size of the input files (for progress bars)."""
+    return sum(object_size(f, storage) if is_object_uri(f) else os.path.getsize(f) for f in files)
+
+
+def _open_binary(path: str, storage: StorageOptions | None) -> IO[bytes]:
+    return open_object(path, storage) if is_object_uri(path) else open(path, "rb")
+
+
+def _open_text(path: str, storage: StorageOptions | None) -> IO[str]:
+    raw = _open_binary(path, storage)
+    if path.endswith(".gz"):
+        raw = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
     return io.TextIOWrapper(raw, encoding="utf-8", newline="")
 
 
-def _read_txt(path: str, mode: str) -> Iterator[Document]:
-    with _open_text(path) as f:
+def _read_txt(path: str, mode: str, storage: StorageOptions | None) -> Iterator[Document]:
+    with _open_text(path, storage) as f:
         if mode == "file":
             yield Document(f.read(), path)
             return
@@ -108,8 +128,8 @@ def _read_txt(path: str, mode: str) -> Iterator[Document]:
             yield Document("".join(block).rstrip("\n"), f"{path}:{n + 1}")
 
 
-def _read_jsonl(path: str, opts: ReadOptions) -> Iterator[Document]:
-    with _open_text(path) as f:
+def _read_jsonl(path: str, opts: ReadOptions, storage: StorageOptions | None) -> Iterator[Document]:
+    with _open_text(path, storage) as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -127,10 +147,10 @@ def _read_jsonl(path: str, opts: ReadOptions) -> Iterator[Document]:
             yield Document(text, f"{path}:{n}", lang if isinstance(lang, str) else None)
 
 
-def _read_parquet(path: str, opts: ReadOptions) -> Iterator[Document]:
+def _read_parquet(path: str, opts: ReadOptions, storage: StorageOptions | None) -> Iterator[Document]:
     import pyarrow.parquet as pq  # heavy; only parquet inputs pay for it
 
-    pf = pq.ParquetFile(path)
+    pf = pq.ParquetFile(_open_binary(path, storage) if is_object_uri(path) else path)
     names = pf.schema_arrow.names
     if opts.text_field not in names:
         raise ValueError(f"{path}: no column {opts.text_field!r}; set --text-field to one of {', '.join(names)}")
@@ -144,18 +164,20 @@ def _read_parquet(path: str, opts: ReadOptions) -> Iterator[Document]:
             yield Document(text or "", f"{path}:{n}", lang)
 
 
-def read_documents(files: Sequence[str], opts: ReadOptions | None = None) -> Iterator[Document]:
+def read_documents(
+    files: Sequence[str], opts: ReadOptions | None = None, storage: StorageOptions | None = None
+) -> Iterator[Document]:
     """Every document of every file, in file order then position order."""
     opts = opts or ReadOptions()
     for path in files:
         kind = _kind(path)
         try:
             if kind == "txt":
-                yield from _read_txt(path, opts.txt_mode)
+                yield from _read_txt(path, opts.txt_mode, storage)
             elif kind == "jsonl":
-                yield from _read_jsonl(path, opts)
+                yield from _read_jsonl(path, opts, storage)
             else:
-                yield from _read_parquet(path, opts)
+                yield from _read_parquet(path, opts, storage)
         except UnicodeDecodeError as err:
             raise ValueError(
                 f"{path}: not valid UTF-8 ({err.reason}: {err.object[err.start : err.end]!r}); "
