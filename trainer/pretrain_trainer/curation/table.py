@@ -26,18 +26,10 @@ def _one_line(text: object, width: int = 70) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-def format_report(report: dict) -> str:  # type: ignore[type-arg]
-    """A readable summary of `report` (the dict written to report.json)."""
+def _language_table(report: dict) -> list[str]:  # type: ignore[type-arg]
     total = report["documents"]
-    overall = report["overall"]
-    out = [
-        f"{total} documents, {overall['characters']:,} characters, {overall['words']:,} words, "
-        f"{report['bytes'] / 1e6:.2f} MB in {report['seconds']:.1f} s "
-        f"({report['documents_per_second']:,.0f} documents/s, {report['mb_per_second']:.2f} MB/s)",
-        "",
-    ]
     rows = []
-    for lang, g in [*report["languages"].items(), ("all", overall)]:
+    for lang, g in [*report["languages"].items(), ("all", report["overall"])]:
         length = g["length"]
         rows.append(
             (
@@ -54,23 +46,41 @@ def format_report(report: dict) -> str:  # type: ignore[type-arg]
                 g["pii_documents"],
             )
         )
-    out += _table(
-        (
-            "language",
-            "docs",
-            "share",
-            "chars",
-            "words",
-            "len p10/50/90",
-            "exact dup",
-            "near dup",
-            "mixed",
-            "flagged",
-            "PII docs",
-        ),
-        rows,
-        (False, *[True] * 10),
+    header = ("language", "docs", "share", "chars", "words", "len p10/50/90", "exact dup", "near dup", "mixed")
+    return _table((*header, "flagged", "PII docs"), rows, (False, *[True] * 10))
+
+
+def _duplicates(report: dict) -> list[str]:  # type: ignore[type-arg]
+    dups = report["duplicates"]
+    near = dups["near"]
+    near_text = (
+        f"{near['documents']} near duplicates (Jaccard ≥ {near['threshold']}) in {near['clusters']} clusters"
+        if near["checked"]
+        else "near duplicates not checked (--no-near-dup)"
     )
+    out = [
+        "",
+        f"duplicates: {dups['exact']['documents']} exact copies in {dups['exact']['clusters']} clusters; {near_text}",
+    ]
+    for kind in ("exact", "near"):
+        for cluster in dups[kind]["largest"][:5]:
+            members = cluster["members"]
+            out.append(f"  {kind} ×{cluster['size']}: " + ", ".join(m["source"] for m in members))
+            out.append(f"      {_one_line(members[0]['text'])}")
+    return out
+
+
+def format_report(report: dict) -> str:  # type: ignore[type-arg]
+    """A readable summary of `report` (the dict written to report.json)."""
+    total = report["documents"]
+    overall = report["overall"]
+    out = [
+        f"{total} documents, {overall['characters']:,} characters, {overall['words']:,} words, "
+        f"{report['bytes'] / 1e6:.2f} MB in {report['seconds']:.1f} s "
+        f"({report['documents_per_second']:,.0f} documents/s, {report['mb_per_second']:.2f} MB/s)",
+        "",
+    ]
+    out += _language_table(report)
     out += ["", "quality flags (documents; a document can have several)"]
     flag_rows = [
         (
@@ -90,20 +100,7 @@ def format_report(report: dict) -> str:  # type: ignore[type-arg]
         for kind in KINDS
     ]
     out += _table(("kind", "found", "examples"), pii_rows, (False, True, False))
-    dups = report["duplicates"]
-    near = dups["near"]
-    out += [
-        "",
-        f"duplicates: {dups['exact']['documents']} exact copies in {dups['exact']['clusters']} clusters; "
-        f"{near['documents']} near duplicates (Jaccard ≥ {near['threshold']}) in {near['clusters']} clusters"
-        if near["checked"]
-        else "near duplicates not checked (--no-near-dup)",
-    ]
-    for kind in ("exact", "near"):
-        for cluster in dups[kind]["largest"][:5]:
-            members = cluster["members"]
-            out.append(f"  {kind} ×{cluster['size']}: " + ", ".join(m["source"] for m in members))
-            out.append(f"      {_one_line(members[0]['text'])}")
+    out += _duplicates(report)
     mixed = report["mixed"]
     out += [
         "",
