@@ -76,6 +76,7 @@ def _previewed(path, out, capsys) -> tuple[list[dict], str]:
     return json.loads(out.read_text()), capsys.readouterr().out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("masking", ["token", "whole-word", "span"])
 def test_preview_shows_the_masks_the_trainer_used_at_step_1(bert_data, tmp_path, capsys, masking):
     path = _one_step_job(tmp_path, bert_data, "mlm", objective={"type": "mlm", "mlm": {"masking": masking}})
@@ -105,6 +106,7 @@ def test_preview_with_another_training_seed_shows_other_masks(bert_data, tmp_pat
     assert [s["labels"] for s in a] != [s["labels"] for s in b]
 
 
+@pytest.mark.slow
 def test_causal_preview_shows_the_trainers_windows_with_document_boundaries(gpt_data, tmp_path, capsys):
     path = _one_step_job(tmp_path, gpt_data, "clm")
     batch = _trained_batch(path, tmp_path / "run")

@@ -27,9 +27,9 @@ def _img(svg: str, alt: str) -> str:
     return f'<img src="data:image/svg+xml;base64,{data}" alt="{_esc(alt)}">'
 
 
-def hbar_svg(items: Sequence[tuple[str, float, str]], color: str = _BAR, width: int = 560) -> str:
+def hbar_svg(items: Sequence[tuple[str, float, str]], color: str = _BAR, width: int = 620) -> str:
     """Horizontal bars: (label, value in [0, 1] relative to the longest bar, text after the bar)."""
-    row, label_w, text_w = 22, 150, 110
+    row, label_w, text_w = 22, 200, 110
     height = row * max(1, len(items)) + 10
     top = max((v for _, v, _ in items), default=0) or 1
     span = width - label_w - text_w
@@ -75,7 +75,8 @@ def _examples(entries: Sequence[dict]) -> str:  # type: ignore[type-arg]
     if not entries:
         return ""
     items = "".join(
-        f"<li><code>{_esc(e['source'])}</code> ({_esc(e.get('lang', ''))})"
+        f"<li><code>{_esc(e['source'])}</code>"
+        + (f" ({_esc(e['lang'])})" if e.get("lang") else "")
         + (f" <b>{_esc(e['detail'])}</b>" if e.get("detail") else "")
         + f"<pre>{_esc(e['text'])}</pre></li>"
         for e in entries

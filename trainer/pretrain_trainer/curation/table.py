@@ -104,7 +104,8 @@ def format_report(report: dict) -> str:  # type: ignore[type-arg]
     mixed = report["mixed"]
     out += [
         "",
-        f"mixed: {mixed['languages']['documents']} documents mix languages, "
-        f"{mixed['scripts']['documents']} mix scripts",
+        f"mixed: {mixed['languages']['documents']} documents mix languages "
+        f"({_pct(mixed['languages']['documents'], total)}), {mixed['scripts']['documents']} mix scripts "
+        f"({_pct(mixed['scripts']['documents'], total)})",
     ]
     return "\n".join(out)
