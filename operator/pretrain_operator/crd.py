@@ -134,6 +134,11 @@ STATUS_FIELDS: dict[str, dict[str, Any]] = {
     "observedGeneration": {"type": "integer", "description": "The metadata.generation this status describes."},
     "attempt": {"type": "integer", "description": "Generation of the worker gang (bumped on every (re)start)."},
     "restarts": {"type": "integer", "description": "Gang restarts after worker failures (failurePolicy counts these)."},
+    "preemptions": {
+        "type": "integer",
+        "description": "Gang restarts after preemptions (exit 143 after a checkpoint, evictions, DisruptionTarget); "
+        "counted against failurePolicy.maxPreemptions, not maxRestarts.",
+    },
     "nextStartTime": {"type": "string", "format": "date-time", "description": "When a restart's backoff ends."},
     "worldSize": {"type": "integer", "description": "Trainer processes of the current attempt."},
     "workersReady": {"type": "integer", "description": "Worker pods running."},
@@ -156,6 +161,7 @@ PRINTER_COLUMNS = [
     {"name": "Loss", "type": "number", "jsonPath": ".status.loss"},
     {"name": "Tokens/s", "type": "number", "jsonPath": ".status.tokensPerSecond"},
     {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts"},
+    {"name": "Preemptions", "type": "integer", "jsonPath": ".status.preemptions", "priority": 1},
     {"name": "Workers", "type": "integer", "jsonPath": ".spec.workers.replicas", "priority": 1},
     {"name": "Checkpoint", "type": "integer", "jsonPath": ".status.lastCheckpoint", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

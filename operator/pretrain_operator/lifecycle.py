@@ -3,8 +3,11 @@
     plan(job, pods, config_map, service, progress, now, settings) -> Plan
 
 Phases: Pending (pods created, not all running) → Running → Succeeded, with Restarting (a gang restart after
-a worker failure, or a resize), Suspended (spec.suspend) and Failed (invalid spec, a worker's bad-config exit,
-or more failures than failurePolicy.maxRestarts). Every transition emits an Event and sets a condition.
+a worker failure or a preemption, or a resize), Suspended (spec.suspend) and Failed (invalid spec, a worker's
+bad-config exit, more failures than failurePolicy.maxRestarts or more preemptions than failurePolicy.maxPreemptions).
+Every transition emits an Event and sets a condition. Preemptions (a worker's exit 143 after its checkpoint, an
+eviction, a DisruptionTarget condition) are counted apart from failures, in status.preemptions, as JobSet and
+Kubeflow do: a job preempted every night does not run out of restarts.
 
 Gang semantics: pods of one start share an `attempt` label. Any worker failing (non-zero exit, eviction,
 preemption, a vanished pod, an image that cannot be pulled within the grace period) ends the attempt: all its
@@ -25,6 +28,7 @@ from typing import Any
 
 from pretrain_trainer.config import PretrainJobSpec
 from pretrain_trainer.contract import (
+    ERROR,
     FAILED,
     FINISHED_PHASES,
     PENDING,
@@ -359,9 +363,36 @@ def _worker_failed(p: _Planner) -> Plan | None:
     if fatal is not None:
         message = f"{fatal.message}: bad config or data, not retried; fix the spec (see the pod's log)"
         return p.finish(FAILED, "InvalidConfig", message, p.current, "Running")
-    # The first failure by index is the cause; the others usually follow from it (a lost peer).
-    first = min(failures, key=lambda w: w.index)
+    preempted = [w for w in failures if w.preempted]
+    if preempted:  # the other failures follow from it (a peer lost mid-collective)
+        cause = min(preempted, key=lambda w: w.index)
+        return _restart_after_preemption(p, cause) or _out_of_preemptions(p, cause)
+    # A worker that said why it stopped is the cause; else the first by index. The others usually follow from it.
+    first = min(failures, key=lambda w: (not w.result.get(ERROR), w.index))
     return _restart(p, first) or _out_of_restarts(p, first)
+
+
+def _restart_after_preemption(p: _Planner, cause: Worker) -> Plan | None:
+    """A preemption restarts the gang after the base backoff (it says nothing about the job, so the delay does not
+    grow), counted in status.preemptions against failurePolicy.maxPreemptions (-1: unlimited)."""
+    limit = p.spec.failure_policy.max_preemptions
+    preemptions = int(p.st.get("preemptions") or 0)
+    if 0 <= limit <= preemptions:
+        return None
+    preemptions += 1
+    delay = min(p.settings.backoff_base_s, p.settings.backoff_max_s)
+    p.st["preemptions"], p.st["attempt"] = preemptions, p.attempt + 1
+    p.st["nextStartTime"] = timestamp(p.now + timedelta(seconds=delay))
+    p.out.restart_reason = cause.reason
+    of = "unlimited" if limit < 0 else str(limit)
+    p.transition(
+        RESTARTING,
+        cause.reason,
+        f"{cause.message}; preemption {preemptions} (failurePolicy.maxPreemptions: {of}), not counted against "
+        f"failurePolicy.maxRestarts; gang restart in {delay:g} s, resuming from the newest checkpoint",
+        warning=True,
+    )
+    return p.stop_gang(p.current)
 
 
 def _restart(p: _Planner, cause: Worker) -> Plan | None:
@@ -384,9 +415,20 @@ def _restart(p: _Planner, cause: Worker) -> Plan | None:
 
 
 def _out_of_restarts(p: _Planner, cause: Worker) -> Plan:
-    spec = p.spec
-    message = f"{cause.message}; no restarts left (failurePolicy.maxRestarts: {spec.failure_policy.max_restarts})"
-    p.finish(FAILED, "BackoffLimitExceeded", message, p.current, spec.clean_pod_policy)
+    limit = p.spec.failure_policy.max_restarts
+    return _give_up(
+        p, "BackoffLimitExceeded", f"{cause.message}; no restarts left (failurePolicy.maxRestarts: {limit})"
+    )
+
+
+def _out_of_preemptions(p: _Planner, cause: Worker) -> Plan:
+    limit = p.spec.failure_policy.max_preemptions
+    message = f"{cause.message}; no restarts left after preemptions (failurePolicy.maxPreemptions: {limit})"
+    return _give_up(p, "PreemptionLimitExceeded", message)
+
+
+def _give_up(p: _Planner, reason: str, message: str) -> Plan:
+    p.finish(FAILED, reason, message, p.current, p.spec.clean_pod_policy)
     # Gang semantics: a failed job's other workers stop even with cleanPodPolicy None.
     stop = {w.name for w in p.current if w.state in ("pending", "running")}
     p.out.delete_pods = sorted(set(p.out.delete_pods) | stop)

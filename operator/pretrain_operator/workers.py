@@ -1,8 +1,9 @@
 """What a worker pod's status says: running, done, or failed, and why (a pure reading of Pod.status).
 
 Exit codes follow the trainer's contract (`pretrain_trainer.contract`): 0 done; EXIT_BAD_CONFIG (bad config or
-data) never worth a retry; EXIT_PREEMPTED stopped by SIGTERM after a checkpoint (preemption, drain); anything else
-is worth a restart.
+data) never worth a retry; EXIT_PREEMPTED stopped by SIGTERM after a checkpoint (preemption, drain: counted apart
+from failures, like evictions and DisruptionTarget); EXIT_STORAGE_UNAVAILABLE and EXIT_STALLED are failures with a
+known cause, which the worker's termination record states (`contract.ERROR`); anything else is worth a restart.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pretrain_trainer.contract import EXIT_BAD_CONFIG, EXIT_PREEMPTED
+from pretrain_trainer.contract import (
+    ERROR,
+    EXIT_BAD_CONFIG,
+    EXIT_PREEMPTED,
+    EXIT_STALLED,
+    EXIT_STORAGE_UNAVAILABLE,
+)
 
 from . import naming
 
@@ -43,6 +50,7 @@ class Worker:
     pod_ip: str = ""
     metrics_port: int = 0  # where rank 0 serves /metrics (the pod's declared port; 0: none)
     result: dict[str, Any] = field(default_factory=dict)  # the trainer's termination message (JSON)
+    preempted: bool = False  # taken away (eviction, DisruptionTarget, SIGTERM after a checkpoint), not broken
 
     @property
     def retryable(self) -> bool:
@@ -87,6 +95,26 @@ def _metrics_port(pod: dict[str, Any]) -> int:
     return 0
 
 
+_EXIT_REASONS = {
+    EXIT_PREEMPTED: "Preempted",
+    EXIT_BAD_CONFIG: "InvalidConfig",
+    EXIT_STORAGE_UNAVAILABLE: "StorageUnavailable",
+    EXIT_STALLED: "Stalled",
+}
+
+
+def _failure_reason(status: dict[str, Any], term: dict[str, Any] | None, code: int | None) -> tuple[str, bool]:
+    """Why a pod failed, and whether it was preempted (taken away) rather than broken."""
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    if status.get("reason") == "Evicted":
+        return "Evicted", True
+    if conditions.get("DisruptionTarget", {}).get("status") == "True":
+        return conditions["DisruptionTarget"].get("reason") or "Preempted", True
+    if code in _EXIT_REASONS:
+        return _EXIT_REASONS[code], code == EXIT_PREEMPTED
+    return (term or {}).get("reason") or status.get("reason") or "Error", False
+
+
 def read_worker(pod: dict[str, Any], now: datetime, stuck_grace_s: float) -> Worker:
     """Classify one pod. `stuck_grace_s`: how long an image-pull or container-config error may last before it
     counts as a failure (a registry hiccup clears up; a wrong image name does not)."""
@@ -105,22 +133,15 @@ def read_worker(pod: dict[str, Any], now: datetime, stuck_grace_s: float) -> Wor
         return Worker(**base, state="succeeded", exit_code=0, result=_result(term))
     if phase == "Failed":
         code = term.get("exitCode") if term else None
-        conditions = {c.get("type"): c for c in status.get("conditions") or []}
-        if status.get("reason") == "Evicted":
-            reason = "Evicted"
-        elif conditions.get("DisruptionTarget", {}).get("status") == "True":
-            reason = conditions["DisruptionTarget"].get("reason") or "Preempted"
-        elif code == EXIT_PREEMPTED:
-            reason = "Preempted"
-        elif code == EXIT_BAD_CONFIG:
-            reason = "InvalidConfig"
-        else:
-            reason = (term or {}).get("reason") or status.get("reason") or "Error"
-        detail = status.get("message") or (term or {}).get("message") or ""
+        reason, preempted = _failure_reason(status, term, code)
+        result = _result(term)
+        detail = result.get(ERROR) or ("" if result else status.get("message") or (term or {}).get("message") or "")
         message = f"{meta['name']} failed ({reason}" + (f", exit code {code}" if code is not None else "") + ")"
-        if detail and not _result(term):
-            message += f": {detail.strip().splitlines()[-1][:300]}"
-        return Worker(**base, state="failed", reason=reason, message=message, exit_code=code, result=_result(term))
+        if detail:
+            message += f": {str(detail).strip().splitlines()[-1][:300]}"
+        return Worker(
+            **base, state="failed", reason=reason, message=message, exit_code=code, result=result, preempted=preempted
+        )
     if meta.get("deletionTimestamp"):
         return Worker(**base, state="terminating")
     if phase == "Running":

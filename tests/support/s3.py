@@ -44,6 +44,7 @@ class SeenRequest:
     path: str
     host: str
     fault: FaultKind | None
+    at: float = 0.0  # time.monotonic() when the proxy received it
 
 
 @dataclass
@@ -212,7 +213,7 @@ class FaultyProxy:
                     fault.remaining -= 1
             if fault is not None:
                 self.faults_injected[fault.kind] += 1
-            self._records.append(SeenRequest(method, path, host, fault.kind if fault else None))
+            self._records.append(SeenRequest(method, path, host, fault.kind if fault else None, time.monotonic()))
             return fault
 
 

@@ -87,6 +87,7 @@ BAD = [
     ("metrics.port", 70000, "spec.metrics.port: must be <= 65535, got 70000"),
     ("storage.addressingStyle", "dns", "'dns' is not one of auto, path, virtual"),
     ("failurePolicy.maxRestarts", -1, "spec.failurePolicy.maxRestarts: must be >= 0, got -1"),
+    ("failurePolicy.maxPreemptions", -2, "spec.failurePolicy.maxPreemptions: must be >= -1, got -2"),
     (
         "metrics.port",
         29500,

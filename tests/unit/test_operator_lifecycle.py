@@ -22,8 +22,15 @@ from pretrain_operator import children, naming
 from pretrain_operator.admission import check
 from pretrain_operator.conditions import get_condition
 from pretrain_operator.lifecycle import Plan, Settings, plan, timestamp, tokens_after
-from pretrain_trainer.contract import API_VERSION, EXIT_BAD_CONFIG, EXIT_PREEMPTED, KIND
-from pretrain_trainer.report import termination_record
+from pretrain_trainer.contract import (
+    API_VERSION,
+    EXIT_BAD_CONFIG,
+    EXIT_PREEMPTED,
+    EXIT_STALLED,
+    EXIT_STORAGE_UNAVAILABLE,
+    KIND,
+)
+from pretrain_trainer.report import failure_record, termination_record
 from tests.support.crd_schema import schema_errors
 from tests.support.jobs import deep_merge
 
@@ -455,19 +462,99 @@ def test_bad_config_exit_code_fails_at_once_without_a_restart():
     [
         pytest.param(exited(1), "Error", id="exit-1"),
         pytest.param(exited(137), "Error", id="oom-killed-137"),
+        pytest.param(exited(EXIT_STORAGE_UNAVAILABLE), "StorageUnavailable", id="storage-unavailable-75"),
+        pytest.param(exited(EXIT_STALLED), "Stalled", id="stalled-76"),
+    ],
+)
+def test_worker_failures_count_against_max_restarts(status, reason):
+    cluster = started()
+    out = failed_once(cluster, index=1, status=status)
+    assert cluster.status["phase"] == "Restarting"
+    assert cluster.status["restarts"] == 1 and "preemptions" not in cluster.status
+    assert out.restart_reason == reason
+    assert cluster.condition("Restarting")["reason"] == reason
+    assert sorted(out.delete_pods) == ["demo-worker-0", "demo-worker-1"]
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
         pytest.param(evicted(), "Evicted", id="evicted"),
         pytest.param(preempted(), "PreemptionByScheduler", id="disruption-target"),
         pytest.param(exited(EXIT_PREEMPTED), "Preempted", id="sigterm-143"),
     ],
 )
-def test_evictions_and_preemptions_count_as_failures(status, reason):
-    cluster = started()
+def test_preemptions_restart_the_gang_without_spending_restarts(status, reason):
+    cluster = started(failurePolicy={"maxRestarts": 0})
     out = failed_once(cluster, index=1, status=status)
-    assert cluster.status["phase"] == "Restarting"
-    assert cluster.status["restarts"] == 1
+    st = cluster.status
+    assert (st["phase"], st["preemptions"], st.get("restarts", 0), st["attempt"]) == ("Restarting", 1, 0, 2)
     assert out.restart_reason == reason
-    assert cluster.condition("Restarting")["reason"] == reason
+    assert "preemption 1 (failurePolicy.maxPreemptions: unlimited)" in st["message"]
+    assert "not counted against failurePolicy.maxRestarts" in st["message"]
+    assert st["nextStartTime"] == timestamp(T0 + timedelta(seconds=10))
     assert sorted(out.delete_pods) == ["demo-worker-0", "demo-worker-1"]
+
+
+def _preempt_and_restart(cluster: Cluster) -> None:
+    cluster.set_pod(1, exited(EXIT_PREEMPTED))
+    cluster.reconcile()
+    cluster.gone()
+    cluster.advance(SETTINGS.backoff_max_s)
+    cluster.reconcile()
+    cluster.all_pods(running())
+    cluster.reconcile()
+
+
+def test_preemptions_are_unlimited_by_default_and_their_backoff_does_not_grow():
+    cluster = started(failurePolicy={"maxRestarts": 1})
+    for n in range(1, 6):
+        cluster.set_pod(1, exited(EXIT_PREEMPTED))
+        cluster.reconcile()
+        assert cluster.status["nextStartTime"] == timestamp(cluster.now + timedelta(seconds=SETTINGS.backoff_base_s))
+        cluster.gone()
+        cluster.advance(SETTINGS.backoff_max_s)
+        cluster.reconcile()
+        cluster.all_pods(running())
+        cluster.reconcile()
+        assert (cluster.status["phase"], cluster.status["preemptions"]) == ("Running", n)
+    assert cluster.status.get("restarts", 0) == 0
+    failed_once(cluster, index=0)  # a real failure still has its own budget
+    assert (cluster.status["phase"], cluster.status["restarts"], cluster.status["preemptions"]) == ("Restarting", 1, 5)
+
+
+def test_more_preemptions_than_max_preemptions_fail_the_job():
+    cluster = started(failurePolicy={"maxPreemptions": 1})
+    _preempt_and_restart(cluster)
+    assert cluster.status["phase"] == "Running"
+    out = failed_once(cluster, index=0, status=evicted())
+    assert cluster.status["phase"] == "Failed"
+    assert cluster.condition("Failed")["reason"] == "PreemptionLimitExceeded"
+    assert "no restarts left after preemptions (failurePolicy.maxPreemptions: 1)" in cluster.status["message"]
+    assert "demo-worker-1" in out.delete_pods
+
+
+def test_a_storage_outage_restarts_the_gang_and_the_status_names_the_store():
+    cluster = started()
+    error = (
+        "object store unavailable: s3://ckpt/demo/step-00000010/__0_0.distcp: PutObject still failing after 97 "
+        "attempt(s) in 300.0 s; last error: ServiceUnavailable (HTTP 503)."
+    )
+    out = failed_once(cluster, index=1, status=exited(EXIT_STORAGE_UNAVAILABLE, failure_record(error)))
+    assert cluster.status["phase"] == "Restarting" and out.restart_reason == "StorageUnavailable"
+    message = cluster.status["message"]
+    assert message.startswith("demo-worker-1 failed (StorageUnavailable, exit code 75): object store unavailable: ")
+    assert "s3://ckpt/demo/step-00000010/__0_0.distcp" in message and "gang restart 1/3" in message
+
+
+def test_the_worker_that_said_why_is_named_over_a_lower_index_that_only_followed():
+    cluster = started(replicas=4)
+    cluster.set_pod(0, exited(1))  # rank 0 lost its peer in a collective
+    report = "stalled: rank 3 on host demo-worker-3 made no progress for 600 s after step 41"
+    cluster.set_pod(3, exited(EXIT_STALLED, failure_record(report)))
+    out = cluster.reconcile()
+    assert out.restart_reason == "Stalled"
+    assert cluster.status["message"].startswith(f"demo-worker-3 failed (Stalled, exit code 76): {report}")
 
 
 def test_eviction_message_is_in_the_status():

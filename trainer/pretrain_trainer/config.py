@@ -292,6 +292,13 @@ class MetricsSpec:
 @dataclass(frozen=True)
 class FailurePolicySpec:
     max_restarts: int = spec_field(3, doc="Gang restarts after a worker failure before the job is Failed.", minimum=0)
+    max_preemptions: int = spec_field(
+        -1,
+        doc="Gang restarts after preemptions (a worker stopped by SIGTERM after its checkpoint, exit 143; an "
+        "eviction; a DisruptionTarget condition) before the job is Failed; they do not count as failures. "
+        "-1: unlimited.",
+        minimum=-1,
+    )
 
 
 @dataclass(frozen=True)
