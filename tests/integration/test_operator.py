@@ -23,8 +23,15 @@ import yaml
 
 from pretrain_operator import naming
 from pretrain_operator.lifecycle import Settings
-from pretrain_trainer.contract import API_VERSION, EXIT_BAD_CONFIG, PLURAL
+from pretrain_trainer.contract import (
+    API_VERSION,
+    EXIT_BAD_CONFIG,
+    EXIT_PREEMPTED,
+    EXIT_STORAGE_UNAVAILABLE,
+    PLURAL,
+)
 from pretrain_trainer.launch import free_port
+from pretrain_trainer.report import failure_record
 from tests.support.kube_api import ApiServer
 from tests.support.operator_run import OperatorThread, wait_for
 
@@ -171,6 +178,32 @@ def test_bad_config_exit_code_fails_without_restart(api: ApiServer, operator: Op
     wait_for("Failed", lambda: phase(api) == "Failed", op=operator)
     assert job(api)["status"].get("restarts", 0) == 0
     assert "InvalidConfig" in reasons(api)
+
+
+def test_a_preemption_spends_no_restart_and_a_storage_outage_is_named_in_the_status(
+    api: ApiServer, operator: OperatorThread
+) -> None:
+    first = start(api, operator, failurePolicy={"maxRestarts": 0})
+    run_all(api, operator)
+    set_pod(api, first[1], "Failed", exit_code=EXIT_PREEMPTED)
+    second = wait_for(
+        "attempt-2 pods",
+        lambda: (
+            len(fresh := [p for p in pods(api) if p["metadata"]["labels"][naming.ATTEMPT_LABEL] == "2"]) == 2 and fresh
+        ),
+        op=operator,
+    )
+    status = job(api)["status"]
+    assert status["preemptions"] == 1 and status.get("restarts", 0) == 0
+    for pod in second:
+        set_pod(api, pod, "Running")
+    error = "object store unavailable: s3://runs/tiny/step-00000010/__1_0.distcp: PutObject still failing"
+    terminated = {"exitCode": EXIT_STORAGE_UNAVAILABLE, "message": failure_record(error)}
+    set_pod(api, second[1], "Failed", containerStatuses=[{"name": "trainer", "state": {"terminated": terminated}}])
+    wait_for("Failed", lambda: phase(api) == "Failed", op=operator)
+    failed = next(c for c in job(api)["status"]["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "BackoffLimitExceeded"
+    assert f"tiny-worker-1 failed (StorageUnavailable, exit code 75): {error}" in failed["message"]
 
 
 def test_suspend_stops_workers_and_resume_starts_a_new_gang(api: ApiServer, operator: OperatorThread) -> None:
