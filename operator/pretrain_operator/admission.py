@@ -33,10 +33,36 @@ class Admission:
     refused: str = ""  # why (part of) a change was refused, for a condition and an event
 
 
+# Where the pods of a cluster job would read and write. A local path there is each pod's own disk, lost with the
+# pod: the data is not there, and checkpoints vanish on the first restart. (tokenizer.uri and model.from may be
+# local: read-only files baked into the image.)
+SHARED_STORAGE_FIELDS = (("checkpoint", "uri"), ("data", "train"), ("data", "validation"))
+
+
 def check(name: str, namespace: str, spec: Any) -> PretrainJobSpec:
-    """The typed spec of a manifest; ConfigError names every bad field (and a bad metadata.name)."""
+    """The typed spec of a manifest the operator runs; ConfigError names every bad field (and a bad metadata.name),
+    including local paths where pods need shared storage (they are fine for `pretrainjob run --local`)."""
     manifest = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name, "namespace": namespace}}
-    return parse_job({**manifest, "spec": spec}).spec
+    parsed = parse_job({**manifest, "spec": spec}).spec
+    problems = local_storage_problems(parsed)
+    if problems:
+        raise ConfigError(problems)
+    return parsed
+
+
+def local_storage_problems(spec: PretrainJobSpec) -> list[Problem]:
+    out = []
+    for section, name in SHARED_STORAGE_FIELDS:
+        value = getattr(getattr(spec, section), name)
+        if value and not value.startswith("s3://"):
+            out.append(
+                Problem(
+                    f"spec.{section}.{name}",
+                    f"{value!r} is a local path: in a cluster each pod would have its own (lost on every restart); "
+                    "use an s3:// URI (local paths are for `pretrainjob run --local`)",
+                )
+            )
+    return out
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

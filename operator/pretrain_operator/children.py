@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from pretrain_trainer import contract as c
+from pretrain_trainer import safe_yaml
 from pretrain_trainer.config import PretrainJobSpec, to_dict
 from pretrain_trainer.contract import API_VERSION, KIND
 
@@ -93,9 +94,14 @@ def build_config_map(job: JobRef, spec: PretrainJobSpec) -> dict[str, Any]:
     }
 
 
-def accepted_spec_of(config_map: dict[str, Any]) -> dict[str, Any]:
-    """The spec (YAML shape) a ConfigMap built by build_config_map holds."""
-    return yaml.safe_load(config_map["data"][naming.CONFIG_FILE])["spec"]
+def accepted_spec_of(config_map: dict[str, Any]) -> dict[str, Any] | None:
+    """The spec (YAML shape) a ConfigMap built by build_config_map holds; None when it holds none that can be
+    read (edited by hand: the job's spec is then admitted afresh and the ConfigMap rewritten)."""
+    try:
+        spec = safe_yaml.load((config_map.get("data") or {})[naming.CONFIG_FILE])["spec"]
+    except (KeyError, TypeError, yaml.YAMLError):
+        return None
+    return spec if isinstance(spec, dict) else None
 
 
 def _env(job: JobRef, spec: PretrainJobSpec, index: int, attempt: int) -> list[dict[str, Any]]:

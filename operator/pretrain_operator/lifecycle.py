@@ -22,6 +22,7 @@ backoff) → a worker failed (not retried, restart, or no restarts left) → suc
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,12 +41,17 @@ from pretrain_trainer.contract import (
     SUSPENDED,
     pod_name,
 )
+from pretrain_trainer.errors import redact_url
 
 from . import children
 from .admission import admit, lenient_field
 from .conditions import get_condition, set_condition
+from .policy import Policy, violations
 from .workers import Worker, parse_time, read_worker
 
+log = logging.getLogger("pretrain_operator.lifecycle")
+# Failure reasons of a spec refused before anything ran: an edited spec (a new generation) is looked at afresh.
+REJECTIONS = ("InvalidSpec", "PolicyViolation")
 # Every phase but Pending has a condition of its name.
 PHASE_CONDITIONS = tuple(phase for phase in PHASES if phase != PENDING)
 
@@ -59,6 +65,7 @@ class Settings:
     backoff_base_s: float = 10.0  # first restart's delay; doubles per restart
     backoff_max_s: float = 600.0
     resync_s: float = 10.0  # how often an active job is looked at without an event (progress, timeouts)
+    policy: Policy = field(default_factory=Policy)  # what job authors may choose for their pods
 
 
 @dataclass(frozen=True)
@@ -167,11 +174,20 @@ def plan(
 
     Each step either settles the plan (returns it) or lets the next one look; steps that return nothing may still
     add to the plan (the children, the attempt number, progress)."""
-    p = _Planner(job, pods, now, settings)
-    p.config_map, p.service, p.progress = config_map, service, progress
+    try:
+        p = _Planner(job, pods, now, settings)
+        p.config_map, p.service, p.progress = config_map, service, progress
+        return _steps(p)
+    except Exception as exc:  # the same inputs fail the same way: retrying would loop, so the job fails instead
+        log.exception("a PretrainJob the operator cannot handle")
+        return _cannot_handle(job, now, exc)
+
+
+def _steps(p: _Planner) -> Plan:
     return (
         _finished(p)
         or _invalid_spec(p)
+        or _policy_violation(p)
         or _sync_children(p)
         or _suspended(p)
         or _begin_attempt(p)
@@ -185,9 +201,26 @@ def plan(
     )
 
 
+def _cannot_handle(job: Any, now: datetime, exc: Exception) -> Plan:
+    """Failed/InvalidSpec for a job whose spec (or status) got past the checks but breaks a step: the job gets a
+    status that says so instead of the operator retrying it forever."""
+    body = job if isinstance(job, dict) else {}
+    old = body.get("status") if isinstance(body.get("status"), dict) else {}
+    meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+    message = redact_url(f"invalid spec: the operator cannot handle this job ({type(exc).__name__}: {exc})")[:1000]
+    status = {k: v for k, v in old.items() if k != "kopf"}
+    conditions = status.get("conditions") if isinstance(status.get("conditions"), list) else []
+    generation = meta.get("generation")
+    status.update(phase=FAILED, message=message, observedGeneration=generation)
+    status.setdefault("completionTime", timestamp(now))
+    status["conditions"] = set_condition(conditions, FAILED, True, "InvalidSpec", message, timestamp(now), generation)
+    seen = (old.get("phase"), old.get("message")) == (FAILED, message)
+    return Plan(status=status, events=[] if seen else [Event("Warning", "InvalidSpec", message)])
+
+
 def _spec_fixed_after_rejection(p: _Planner) -> bool:
     failed = get_condition(p.st.get("conditions") or [], FAILED) or {}
-    return failed.get("reason") == "InvalidSpec" and p.st.get("observedGeneration") != p.generation
+    return failed.get("reason") in REJECTIONS and p.st.get("observedGeneration") != p.generation
 
 
 def _finished(p: _Planner) -> Plan | None:
@@ -228,6 +261,15 @@ def _invalid_spec(p: _Planner) -> Plan | None:
     _admission_condition(p, adm.refused)
     st["maxSteps"] = adm.spec.training.max_steps
     return None
+
+
+def _policy_violation(p: _Planner) -> Plan | None:
+    """The operator-wide policy (policy.py), before any child exists and on every reconcile after."""
+    problems = violations(p.spec, p.settings.policy)
+    if not problems:
+        return None
+    message = "refused by the operator's policy: " + "; ".join(map(str, problems))
+    return p.finish(FAILED, "PolicyViolation", message, p.workers, "All")
 
 
 def _admission_condition(p: _Planner, refused: str) -> None:

@@ -19,6 +19,7 @@ import kopf
 
 from .handlers import OperatorConfig, register
 from .lifecycle import Settings
+from .policy import DEFAULT_FORBIDDEN_ANNOTATION_PREFIXES, DEFAULT_FORBIDDEN_TOLERATION_KEYS, Policy
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -42,13 +43,69 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=defaults.stuck_grace_s,
         help="how long an image pull or container config error may last before the gang restarts",
     )
+    _add_policy_arguments(parser)
     parser.add_argument("--log-format", choices=("json", "plain"), default="json", help="log line format")
     parser.add_argument("--verbose", action="store_true", help="log every handler run (debugging)")
     return parser.parse_args(argv)
 
 
+def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
+    """The operator-wide policy (policy.py). Repeatable flags; a forbidden-* flag given replaces its defaults."""
+    policy = parser.add_argument_group("policy", "what job authors may choose for their worker pods")
+    policy.add_argument(
+        "--allowed-registry", action="append", default=[], metavar="PREFIX", help="allowed spec.image prefix"
+    )
+    policy.add_argument("--require-image-digest", action="store_true", help="spec.image must be image@sha256:...")
+    policy.add_argument(
+        "--allowed-service-account", action="append", default=[], metavar="NAME", help="allowed serviceAccountName"
+    )
+    policy.add_argument(
+        "--forbid-service-account-token",
+        action="store_true",
+        help="refuse workers.automountServiceAccountToken: true",
+    )
+    policy.add_argument(
+        "--forbidden-annotation-prefix",
+        action="append",
+        metavar="PREFIX",
+        help="pod annotation prefix job authors may not set ('' for none; default: "
+        f"{', '.join(DEFAULT_FORBIDDEN_ANNOTATION_PREFIXES)})",
+    )
+    policy.add_argument(
+        "--forbidden-toleration-key",
+        action="append",
+        metavar="KEY",
+        help="taint key job authors may not tolerate ('' for none; default: "
+        f"{', '.join(DEFAULT_FORBIDDEN_TOLERATION_KEYS)})",
+    )
+
+
+def policy_from(args: argparse.Namespace) -> Policy:
+    return Policy(
+        allowed_registries=tuple(args.allowed_registry),
+        require_digest=args.require_image_digest,
+        allowed_service_accounts=tuple(args.allowed_service_account),
+        allow_service_account_token=not args.forbid_service_account_token,
+        forbidden_annotation_prefixes=tuple(
+            DEFAULT_FORBIDDEN_ANNOTATION_PREFIXES
+            if args.forbidden_annotation_prefix is None
+            else [p for p in args.forbidden_annotation_prefix if p]
+        ),
+        forbidden_toleration_keys=tuple(
+            DEFAULT_FORBIDDEN_TOLERATION_KEYS
+            if args.forbidden_toleration_key is None
+            else [k for k in args.forbidden_toleration_key if k]
+        ),
+    )
+
+
 def config_from(args: argparse.Namespace) -> OperatorConfig:
-    settings = Settings(image=args.default_image, stuck_grace_s=args.stuck_grace_seconds, resync_s=args.resync_seconds)
+    settings = Settings(
+        image=args.default_image,
+        stuck_grace_s=args.stuck_grace_seconds,
+        resync_s=args.resync_seconds,
+        policy=policy_from(args),
+    )
     return OperatorConfig(lifecycle=settings, metrics_port=args.metrics_port)
 
 

@@ -144,6 +144,9 @@ ROWS = [
         "spec.storage.endpoint",
         "operator",
     ),
+    # A local path in a cluster job is each pod's own disk: data missing, checkpoints lost on every restart.
+    ("checkpoint-on-local-disk", {"spec.checkpoint.uri": "file:///mnt/ckpt"}, "spec.checkpoint.uri", "operator"),
+    ("data-on-local-disk", {"spec.data.train": "/data/train"}, "spec.data.train", "operator"),
     ("label-value-not-a-string", {"spec.workers.labels": {"tier": 1}}, "spec.workers.labels", "both"),
     ("pull-secret-not-a-name", {"spec.workers.imagePullSecrets": [{"name": "reg"}]}, "imagePullSecrets", "both"),
 ]
@@ -188,7 +191,7 @@ def test_the_valid_base_manifest_passes_both_layers():
             "spec.training.globalBatchTokens": 16384,
         },
         {"spec.training.globalBatchTokens": 0, "spec.training.globalBatchSamples": 16},
-        {"metadata.name": "a" * 51, "spec.checkpoint.uri": "file:///mnt/ckpt", "spec.data.train": "/data/train"},
+        {"metadata.name": "a" * 51, "spec.tokenizer.uri": "/opt/tokenizer.json"},
     ],
     ids=["bert-mlm", "continued-pretraining", "one-gpu", "longer-positions", "batch-samples", "longest-name"],
 )

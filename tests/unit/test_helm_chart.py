@@ -28,7 +28,8 @@ import yaml
 from kubernetes_validate.utils import latest_version
 
 from pretrain_operator import naming
-from pretrain_operator.main import parse_args
+from pretrain_operator.main import config_from, parse_args
+from pretrain_operator.policy import Policy
 from pretrain_trainer.contract import API_GROUP, PLURAL, VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -255,6 +256,8 @@ def test_every_values_key_is_commented_and_covered_by_a_closed_schema():
         ({"metrics": {"serviceMonitor": {"enable": True}}}, "enable"),
         ({"grafana": {"dashboard": {"labelValue": 1}}}, "labelValue"),
         ({"metrics": {"prometheusRule": {"additionalRules": [{"alert": "A"}]}}}, "expr"),
+        ({"policy": {"allowedRegistries": "registry.corp/"}}, "allowedRegistries"),
+        ({"policy": {"allowedServiceAccounts": ["Admin SA"]}}, "allowedServiceAccounts"),
     ],
 )
 def test_a_mistyped_or_misspelled_value_fails_the_install_naming_the_key(values, key):
@@ -378,6 +381,34 @@ def test_default_operator_watches_all_namespaces_with_flags_its_cli_accepts():
     assert args.default_image == "ghcr.io/pretrain-operator/trainer:0.1.0"
     assert args.resync_seconds == 10
     assert args.log_format == "json"
+
+
+def test_the_default_policy_values_are_the_operators_default_policy():
+    args = parse_args(operator_container("default")["args"])
+    assert config_from(args).lifecycle.policy == Policy()
+
+
+def test_policy_values_become_the_flags_of_the_same_policy():
+    values = {
+        "policy": {
+            "allowedRegistries": ["registry.corp/ml/", "ghcr.io/pretrain-operator/"],
+            "requireImageDigest": True,
+            "allowedServiceAccounts": ["trainer"],
+            "allowServiceAccountToken": False,
+            "forbiddenAnnotationPrefixes": [],
+            "forbiddenTolerationKeys": ["node-role.kubernetes.io/control-plane", "dedicated"],
+        }
+    }
+    (deployment,) = [obj for obj in render_values(values) if obj["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert config_from(parse_args(container["args"])).lifecycle.policy == Policy(
+        allowed_registries=("registry.corp/ml/", "ghcr.io/pretrain-operator/"),
+        require_digest=True,
+        allowed_service_accounts=("trainer",),
+        allow_service_account_token=False,
+        forbidden_annotation_prefixes=(),
+        forbidden_toleration_keys=("node-role.kubernetes.io/control-plane", "dedicated"),
+    )
 
 
 def test_probes_get_healthz_on_the_health_port_and_metrics_port_is_named_metrics():

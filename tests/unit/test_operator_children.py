@@ -173,7 +173,9 @@ def test_dev_shm_is_memory_backed_with_the_spec_size_limit(pods):
 
 def test_default_shm_size_is_8gi():
     spec = check(
-        "gpt-small", "ml", {"tokenizer": {"uri": "t"}, "data": {"train": "d"}, "training": {"globalBatchSamples": 8}}
+        "gpt-small",
+        "ml",
+        {"tokenizer": {"uri": "t"}, "data": {"train": "s3://bkt/d"}, "training": {"globalBatchSamples": 8}},
     )
     pod = children.build_pod(make_job(), spec, 0, 1, IMAGE)
     shm = next(v for v in pod["spec"]["volumes"] if v.get("emptyDir", {}).get("medium") == "Memory")
@@ -238,7 +240,9 @@ def test_scheduling_fields_and_extra_metadata_are_carried(pods):
 
 def test_empty_optional_fields_are_left_out():
     spec = check(
-        "tiny", "ml", {"tokenizer": {"uri": "t"}, "data": {"train": "d"}, "training": {"globalBatchSamples": 8}}
+        "tiny",
+        "ml",
+        {"tokenizer": {"uri": "t"}, "data": {"train": "s3://bkt/d"}, "training": {"globalBatchSamples": 8}},
     )
     pod = children.build_pod(make_job("tiny"), spec, 0, 1, IMAGE)
     for key in (

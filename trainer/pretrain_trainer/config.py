@@ -21,7 +21,14 @@ from typing import Any
 import yaml
 
 from pretrain_trainer import safe_yaml
-from pretrain_trainer.contract import API_VERSION, KIND, MAX_NAME_LENGTH, METRICS_PORT, WORKER_POD_INFIX
+from pretrain_trainer.contract import (
+    API_VERSION,
+    KIND,
+    MAX_NAME_LENGTH,
+    MAX_WORKER_INDEX,
+    METRICS_PORT,
+    WORKER_POD_INFIX,
+)
 from pretrain_trainer.errors import redact_url
 from pretrain_trainer.spec_schema import (
     ConfigError,
@@ -34,6 +41,7 @@ from pretrain_trainer.spec_schema import (
     yaml_name,
 )
 
+MAX_TTL_SECONDS = 10 * 366 * 24 * 3600  # ten years: beyond any retention, within datetime's range
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # RFC 1123 label
 
@@ -57,6 +65,7 @@ class WorkersSpec:
         doc="Worker pods (nodes). Changing it restarts the workers with the new world "
         "size; the loader resumes at the exact next sample.",
         minimum=1,
+        maximum=MAX_WORKER_INDEX + 1,
     )
     procs_per_worker: int = spec_field(1, doc="Processes per pod (torchrun --nproc-per-node): GPUs per pod.", minimum=1)
     resources: dict[str, Any] = spec_field(
@@ -327,7 +336,7 @@ class PretrainJobSpec:
         enum=("Running", "All", "None"),
     )
     ttl_seconds_after_finished: int = spec_field(
-        0, doc="Delete the finished job after this many seconds (0: keep it).", minimum=0
+        0, doc="Delete the finished job after this many seconds (0: keep it).", minimum=0, maximum=MAX_TTL_SECONDS
     )
 
 
