@@ -1,17 +1,20 @@
 """No credential in the clear: a job trained at DEBUG with planted S3 credentials (a secret key, a session token,
-a checkpoint signing key) against the loopback S3 endpoint, and the operator handling a spec with credentials in
-its endpoint. Every log line, JSON log, summary, checkpoint manifest, ConfigMap, event and status is searched
-for the planted values.
+a checkpoint signing key) against the loopback S3 endpoint, locally and through the operator (API emulation and
+kubelet fixture, the credentials in Secrets), and the operator handling a spec with credentials in its endpoint.
+Every log line, JSON log, summary, checkpoint manifest, ConfigMap, pod, event and status is searched for the
+planted values.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pretrain_operator.lifecycle import Settings, plan
 from pretrain_trainer.contract import (
@@ -19,6 +22,7 @@ from pretrain_trainer.contract import (
     AWS_SECRET_ACCESS_KEY,
     AWS_SESSION_TOKEN,
     KIND,
+    PLURAL,
     PRETRAIN_CHECKPOINT_SIGNING_KEY,
     PRETRAIN_LOG_LEVEL,
 )
@@ -26,6 +30,9 @@ from pretrain_trainer.launch import run_local
 from pretrain_trainer.storage import open_store
 from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec
 from tests.support.jobs import make_dataset, write_job
+from tests.support.kube_api import ApiServer
+from tests.support.kubelet import Kubelet
+from tests.support.operator_run import OperatorThread, wait_for
 from tests.support.s3 import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,6 +80,76 @@ def test_a_debug_run_leaves_no_credential_in_logs_summary_or_checkpoint_manifest
     outputs.update({key: store.read(key).decode() for key in manifests})
     assert all(json.loads(outputs[key])["signature"] for key in manifests)
     leaks = {name: found for name, text in outputs.items() if (found := secrets_in(text))}
+    assert not leaks
+
+
+def secret(api: ApiServer, name: str, values: dict[str, str]) -> None:
+    data = {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
+    api.create("v1", "secrets", "default", {"metadata": {"name": name}, "data": data})
+
+
+@pytest.mark.slow
+def test_an_operator_run_at_debug_repeats_no_credential_in_any_object_log_or_manifest(s3, s3_endpoint, tmp_path):
+    data = make_dataset("s3://secrets-op", "bundled", TokenizerTrainingSpec(model="bpe", vocab_size=300), s3)
+    ckpt = "s3://secrets-op/runs/op"
+    job = write_job(
+        tmp_path / "job.yaml",
+        "secrets-op",
+        data,
+        s3_endpoint,
+        training={"maxSteps": 4, "logEverySteps": 1},
+        checkpoint={"uri": ckpt, "everySteps": 2, "signingSecret": "ckpt-key"},
+        storage={"credentialsSecret": "s3-creds"},
+    )
+    manifest = yaml.safe_load(job.read_text())
+    kubelet_env = {
+        "OMP_NUM_THREADS": "1",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        PRETRAIN_LOG_LEVEL: "DEBUG",
+    }
+    settings = Settings(resync_s=1.0, image="unused:local")
+    with ApiServer(graceful_pods=True) as api:
+        secret(
+            api,
+            "s3-creds",
+            {
+                "AWS_ACCESS_KEY_ID": TEST_ACCESS_KEY_ID,
+                AWS_SECRET_ACCESS_KEY: TEST_SECRET_ACCESS_KEY,
+                AWS_SESSION_TOKEN: PLANTED_TOKEN,
+            },
+        )
+        secret(api, "ckpt-key", {PRETRAIN_CHECKPOINT_SIGNING_KEY: PLANTED_SIGNING_KEY})
+        with Kubelet(api, tmp_path / "nodes", kubelet_env) as kubelet, OperatorThread(api.url, settings) as op:
+            api.create(API_VERSION, PLURAL, "default", manifest)
+            done = wait_for(
+                "finished",
+                lambda: (
+                    (s := (api.get(API_VERSION, PLURAL, "default", "secrets-op") or {}).get("status", {})).get("phase")
+                    in ("Succeeded", "Failed")
+                    and s
+                ),
+                300,
+                op,
+            )
+            assert done["phase"] == "Succeeded", kubelet.logs("secrets-op-worker-0")[-3000:]
+            objects = {
+                plural: api.list(version, plural, "default")
+                for version, plural in (("v1", "configmaps"), ("v1", "pods"), ("v1", "events"), (API_VERSION, PLURAL))
+            }
+            files = {
+                str(path): path.read_text(errors="replace")
+                for path in (tmp_path / "nodes").rglob("*")
+                if path.is_file() and not path.is_symlink()
+            }
+    assert "botocore" in "".join(files.values())  # DEBUG reached the workers
+    store = open_store(ckpt, s3)
+    manifests = {
+        key: store.read(key).decode() for key in (i.key for i in store.list("")) if key.endswith("MANIFEST.json")
+    }
+    assert manifests and all(json.loads(text)["signature"] for text in manifests.values())
+    everything = {**files, **manifests, **{plural: json.dumps(items) for plural, items in objects.items()}}
+    leaks = {name: found for name, text in everything.items() if (found := secrets_in(text))}
     assert not leaks
 
 
