@@ -173,3 +173,27 @@ def test_the_signing_key_comes_from_the_environment_and_must_not_be_trivially_sh
     assert signing_key_from_env({}) is None
     with pytest.raises(ValueError, match=f"{SIGNING_KEY_ENV}: .* 6 bytes; use at least 16"):
         signing_key_from_env({SIGNING_KEY_ENV: "secret"})
+
+
+def test_model_from_loads_safetensors_only_never_a_pickled_bin(tmp_path):
+    from tokenizers import Tokenizer, models
+
+    from pretrain_trainer.config import ModelSpec
+    from pretrain_trainer.model import build_pretrained
+
+    model, _, _ = tiny()
+    vocab = Tokenizer(models.WordLevel({f"t{i}": i for i in range(64)}, unk_token="t0"))
+    model.save_pretrained(tmp_path / "safe")
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_bytes((tmp_path / "safe" / "config.json").read_bytes())
+    torch.save(model.state_dict(), pickled / "pytorch_model.bin")  # what an older save_pretrained wrote
+
+    def load(folder: Path) -> torch.nn.Module:
+        return build_pretrained(
+            ModelSpec(architecture="gpt2", init="pretrained", from_=str(folder)), "clm", vocab, None
+        )[0]
+
+    with pytest.raises(ValueError, match=r"spec\.model\.from: .*only safetensors weights are loaded"):
+        load(pickled)
+    assert torch.equal(load(tmp_path / "safe").lm_head.weight, model.lm_head.weight)

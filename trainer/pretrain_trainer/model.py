@@ -103,7 +103,16 @@ def build_pretrained(
 ) -> tuple[PreTrainedModel, int | None]:
     with tempfile.TemporaryDirectory(prefix="pretrained-") as tmp:
         folder = download_folder(spec.from_, options, Path(tmp))
-        model = _auto_class(objective).from_pretrained(folder, attn_implementation="sdpa")
+        # Weights from safetensors only (a pickled .bin could run code) and never the folder's own model code.
+        try:
+            model = _auto_class(objective).from_pretrained(
+                folder, attn_implementation="sdpa", use_safetensors=True, trust_remote_code=False
+            )
+        except OSError as err:
+            raise ValueError(
+                f"spec.model.from: {spec.from_}: {err}; only safetensors weights are loaded (save_pretrained writes "
+                "them by default)"
+            ) from None
         base_file = folder / "tokenizer.json"
         base = Tokenizer.from_file(str(base_file)) if base_file.exists() else None
     old_size = model.get_input_embeddings().weight.shape[0]

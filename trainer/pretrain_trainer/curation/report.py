@@ -28,9 +28,7 @@ def profile_corpus(
     read = read or ReadOptions()
     profile = CorpusProfile(settings)
     started = time.perf_counter()
-    bar = tqdm(
-        total=input_bytes(files, storage), unit="B", unit_scale=True, desc="report", disable=not progress
-    )
+    bar = tqdm(total=input_bytes(files, storage), unit="B", unit_scale=True, desc="report", disable=not progress)
     for doc in islice(read_documents(files, read, storage), max_documents):
         before = profile.bytes_read
         profile.add(doc)

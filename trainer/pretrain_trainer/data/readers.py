@@ -56,9 +56,7 @@ def _kind(path: str) -> str:
     raise ValueError(f"{path}: unsupported input type; use .txt, .jsonl or .parquet (text formats may be gzipped)")
 
 
-def expand_inputs(
-    patterns: Sequence[str], flag: str = "--input", storage: StorageOptions | None = None
-) -> list[str]:
+def expand_inputs(patterns: Sequence[str], flag: str = "--input", storage: StorageOptions | None = None) -> list[str]:
     """Expand files, directories (recursively, supported types only) and globs into a sorted file list.
 
     Raises ValueError naming every pattern that matched nothing, so a typo never silently shrinks a corpus.
