@@ -46,18 +46,26 @@ def secrets_in(text: str) -> list[str]:
     return [secret for secret in planted if secret in text]
 
 
-@pytest.mark.slow
-def test_a_debug_run_leaves_no_credential_in_logs_summary_or_checkpoint_manifests(s3, s3_endpoint, tmp_path):
-    data = make_dataset("s3://secrets-run", "bundled", TokenizerTrainingSpec(model="bpe", vocab_size=512), s3)
-    ckpt = f"s3://secrets-run/runs/{tmp_path.name}"
+def tiny_job(s3, s3_endpoint: str, path: Path, name: str, **checkpoint: str) -> tuple[Path, str]:
+    """A 4-step job checkpointing every 2 steps to a bucket of its own; its manifest and checkpoint URI."""
+    data = make_dataset(f"s3://{name}", "bundled", TokenizerTrainingSpec(model="bpe", vocab_size=300), s3)
+    ckpt = f"s3://{name}/runs/ckpt"
+    spec = {"storage": {"credentialsSecret": "s3-creds"}} if checkpoint else {}
     job = write_job(
-        tmp_path / "job.yaml",
-        "secrets",
+        path / "job.yaml",
+        name,
         data,
         s3_endpoint,
         training={"maxSteps": 4, "logEverySteps": 1},
-        checkpoint={"uri": ckpt, "everySteps": 2},
+        checkpoint={"uri": ckpt, "everySteps": 2, **checkpoint},
+        **spec,
     )
+    return job, ckpt
+
+
+@pytest.mark.slow
+def test_a_debug_run_leaves_no_credential_in_logs_summary_or_checkpoint_manifests(s3, s3_endpoint, tmp_path):
+    job, ckpt = tiny_job(s3, s3_endpoint, tmp_path, "secrets-run")
     env = {
         "AWS_ACCESS_KEY_ID": TEST_ACCESS_KEY_ID,
         AWS_SECRET_ACCESS_KEY: TEST_SECRET_ACCESS_KEY,
@@ -90,17 +98,7 @@ def secret(api: ApiServer, name: str, values: dict[str, str]) -> None:
 
 @pytest.mark.slow
 def test_an_operator_run_at_debug_repeats_no_credential_in_any_object_log_or_manifest(s3, s3_endpoint, tmp_path):
-    data = make_dataset("s3://secrets-op", "bundled", TokenizerTrainingSpec(model="bpe", vocab_size=300), s3)
-    ckpt = "s3://secrets-op/runs/op"
-    job = write_job(
-        tmp_path / "job.yaml",
-        "secrets-op",
-        data,
-        s3_endpoint,
-        training={"maxSteps": 4, "logEverySteps": 1},
-        checkpoint={"uri": ckpt, "everySteps": 2, "signingSecret": "ckpt-key"},
-        storage={"credentialsSecret": "s3-creds"},
-    )
+    job, ckpt = tiny_job(s3, s3_endpoint, tmp_path, "secrets-op", signingSecret="ckpt-key")
     manifest = yaml.safe_load(job.read_text())
     kubelet_env = {
         "OMP_NUM_THREADS": "1",
