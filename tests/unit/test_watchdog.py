@@ -41,6 +41,14 @@ def test_with_every_watchdog_alive_the_rank_furthest_behind_is_named():
     assert culprit(me, [me], now, quiet_s=2.0).startswith("rank 0 on host worker-0 itself made no progress")
 
 
+def test_a_rank_that_never_published_a_heartbeat_is_named():
+    now = 1000.0
+    me = Heartbeat(0, "worker-0", 3, now - 5, now)
+    assert culprit(me, [me, Heartbeat(2, "worker-2", 3, now - 5, now)], now, quiet_s=2.0, world_size=3) == (
+        "rank 1 never published a heartbeat: its process is stopped or hung, or its host is lost"
+    )
+
+
 def test_the_watchdog_fires_once_after_the_timeout_without_progress_and_never_while_progressing():
     fired: list[tuple[float, str]] = []
     done = threading.Event()

@@ -3,8 +3,9 @@
 A rank that hangs (a stopped or swapped-out process, a wedged GPU, a dead NIC) leaves every other rank blocked in
 its next collective, and nothing moves until the process group's timeout. Instead each rank's watchdog:
 
-- publishes a heartbeat every second or so in the rendezvous store (`heartbeat/<rank>`: host, last step, when it
-  last progressed, when the thread last ran), so that any rank can tell who is alive;
+- publishes a heartbeat in the rendezvous store after every step (at most every 50 ms) and at least every second
+  (`heartbeat/<rank>`: host, last step, when it last progressed, when the thread last ran), so that any rank can
+  tell who is alive;
 - when its own rank has made no progress for `timeout_s` (no `beat()`), reads its peers' heartbeats, names the
   likely culprit (a rank whose thread went quiet is stopped or lost; else the rank furthest behind), logs which rank,
   which host and which step, leaves the cause in the termination message and exits with EXIT_STALLED, which the
@@ -29,7 +30,8 @@ from typing import Any
 log = logging.getLogger("pretrain_trainer.watchdog")
 
 KEY_PREFIX = "pretrain/heartbeat/"
-STORE_TIMEOUT_S = 5.0  # a heartbeat read from a store whose host is stopped must not hang the watchdog
+STORE_TIMEOUT_S = 5.0
+MIN_PUBLISH_GAP_S = 0.05  # a heartbeat read from a store whose host is stopped must not hang the watchdog
 
 
 @dataclass(frozen=True)
@@ -71,9 +73,12 @@ class HeartbeatBoard:
         return [Heartbeat.from_json(self.store.get(key)) for key in keys if self.store.check([key])]
 
 
-def culprit(me: Heartbeat, peers: list[Heartbeat], now: float, quiet_s: float) -> str:
-    """Who most likely stalled the gang, in words: a rank whose watchdog went quiet (its process is stopped or its
-    host lost), else the rank furthest behind, else this rank itself."""
+def culprit(me: Heartbeat, peers: list[Heartbeat], now: float, quiet_s: float, world_size: int = 1) -> str:
+    """Who most likely stalled the gang, in words: a rank that never published a heartbeat, or whose watchdog went
+    quiet (its process is stopped or its host lost), else the rank furthest behind, else this rank itself."""
+    silent = sorted(set(range(world_size)) - {p.rank for p in peers} - {me.rank})
+    if silent:
+        return f"rank {silent[0]} never published a heartbeat: its process is stopped or hung, or its host is lost"
     quiet = [p for p in peers if p.rank != me.rank and now - p.seen_at > quiet_s]
     if quiet:
         p = min(quiet, key=lambda p: p.seen_at)
@@ -110,7 +115,8 @@ class StallWatchdog:
         self._step = step
         self._progressed = time.monotonic()
         self._progressed_wall = time.time()
-        self._stop = threading.Event()
+        self._stopping = False
+        self._wake = threading.Event()  # a beat or the end: publish now rather than at the next interval
         self._thread = threading.Thread(target=self._watch, name=f"stall-watchdog-r{rank}", daemon=True)
 
     def beat(self, step: int) -> None:
@@ -118,6 +124,7 @@ class StallWatchdog:
         self._step = step
         self._progressed = time.monotonic()
         self._progressed_wall = time.time()
+        self._wake.set()
 
     def __enter__(self) -> StallWatchdog:
         self.beat(self._step)
@@ -125,14 +132,15 @@ class StallWatchdog:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
+        self._stopping = True
+        self._wake.set()
         self._thread.join(timeout=self.interval_s * 2 + STORE_TIMEOUT_S)
 
     def _heartbeat(self) -> Heartbeat:
         return Heartbeat(self.rank, self.host, self._step, self._progressed_wall, time.time())
 
     def _watch(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        while True:  # publish at once, then every interval: a peer stopped early still has a stale heartbeat
             me = self._heartbeat()
             if self.board is not None:
                 try:
@@ -143,6 +151,11 @@ class StallWatchdog:
             if idle > self.timeout_s:
                 self.on_stall(self._report(me, idle))
                 return
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            if self._stopping:
+                return
+            time.sleep(MIN_PUBLISH_GAP_S)  # fast steps: one heartbeat per gap, not one per step
 
     def _report(self, me: Heartbeat, idle: float) -> str:
         head = (
@@ -153,7 +166,8 @@ class StallWatchdog:
             peers = self.board.read() if self.board is not None else []
         except Exception as err:  # a stopped rank 0 stops the store with it
             return f"{head}; the rendezvous store does not answer ({type(err).__name__}): rank 0 is likely stalled"
-        return f"{head}; {culprit(me, peers, time.time(), quiet_s=max(3 * self.interval_s, 2.0))}"
+        world = self.board.world_size if self.board is not None else 1
+        return f"{head}; {culprit(me, peers, time.time(), quiet_s=max(3 * self.interval_s, 2.0), world_size=world)}"
 
 
 def exit_stalled(report: str) -> None:
