@@ -122,6 +122,7 @@ def _env(job: JobRef, spec: PretrainJobSpec, index: int, attempt: int) -> list[d
         "PYTHONUNBUFFERED": 1,
         c.PRETRAIN_RUN_DIR: naming.RUN_DIR,
         c.PRETRAIN_TERMINATION_LOG: naming.TERMINATION_LOG,
+        c.PRETRAIN_DATA_CACHE_DIR: naming.DATA_CACHE_DIR,
     }
     env: list[dict[str, Any]] = [{"name": k, "value": str(v)} for k, v in plain.items()]
     env += hardening.cache_env()
@@ -173,6 +174,7 @@ def build_pod(job: JobRef, spec: PretrainJobSpec, index: int, attempt: int, imag
             {"name": "config", "mountPath": naming.CONFIG_DIR, "readOnly": True},
             {"name": "dshm", "mountPath": "/dev/shm"},
             {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "data-cache", "mountPath": naming.DATA_CACHE_DIR},
         ],
         "terminationMessagePath": naming.TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -191,6 +193,9 @@ def build_pod(job: JobRef, spec: PretrainJobSpec, index: int, attempt: int, imag
             {"name": "config", "configMap": {"name": naming.config_map_name(job.name)}},
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": workers.shm_size}},
             {"name": "tmp", "emptyDir": {}},
+            # Blocks of training data, downloaded once per pod and shared by its ranks. A little headroom over
+            # the bound, which the cache enforces itself: the kubelet evicts a pod whose emptyDir overflows.
+            {"name": "data-cache", "emptyDir": {"medium": "Memory", "sizeLimit": f"{spec.data.cache_mib + 64}Mi"}},
         ],
     }
     optional = {

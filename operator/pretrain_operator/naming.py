@@ -27,6 +27,7 @@ CONFIG_DIR = "/etc/pretrainjob"
 CONFIG_FILE = "job.yaml"
 TERMINATION_LOG = "/dev/termination-log"
 RUN_DIR = "/tmp/run"
+DATA_CACHE_DIR = "/cache/data"  # the node-local block cache the ranks of a pod share (spec.data.cacheMib)
 
 
 def service_name(job: str) -> str:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
 
 from pretrain_trainer.bundled_corpus import load_bundled_documents
 from pretrain_trainer.data.shards import ShardIndex, ShardWriter, TokenizerMeta
-from pretrain_trainer.storage import ObjectStore
+from pretrain_trainer.storage import ObjectStore, StorageOptions
 from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec, train_tokenizer
 
 
@@ -35,3 +36,16 @@ def counting_shards(
     for start in range(0, num_tokens, 100):
         writer.add_document((np.arange(start, min(start + 100, num_tokens)) % vocab_size).astype(dtype))
     return writer.close()
+
+
+def read_as_rank(
+    uri: str, options: StorageOptions | None, loader_args: dict[str, Any], steps: int, results: Any
+) -> None:
+    """One rank in its own process (a multiprocessing target): read `steps` batches from the shard set at `uri`
+    with StreamingLoader(**loader_args); put (rank, rows as bytes, chunks this process downloaded) on `results`."""
+    from pretrain_trainer.data.loader import StreamingLoader
+    from pretrain_trainer.data.shards import ShardSet
+
+    with StreamingLoader(ShardSet.open(uri, options), **loader_args) as loader:
+        rows = [bytes(row) for _, batch in zip(range(steps), loader, strict=False) for row in batch]
+    results.put((loader.rank, rows, loader.cache.fetches))  # after close: read-ahead downloads count too

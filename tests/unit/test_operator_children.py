@@ -29,7 +29,12 @@ K8S_VERSION = "1.30"
 
 SPEC: dict[str, Any] = {
     "tokenizer": {"uri": "s3://corpus/tokenizer.json"},
-    "data": {"train": "s3://corpus/train", "validation": "s3://corpus/validation", "sequenceLength": 512},
+    "data": {
+        "train": "s3://corpus/train",
+        "validation": "s3://corpus/validation",
+        "sequenceLength": 512,
+        "cacheMib": 4096,
+    },
     "workers": {
         "replicas": 4,
         "procsPerWorker": 8,
@@ -180,6 +185,15 @@ def test_default_shm_size_is_8gi():
     pod = children.build_pod(make_job(), spec, 0, 1, IMAGE)
     shm = next(v for v in pod["spec"]["volumes"] if v.get("emptyDir", {}).get("medium") == "Memory")
     assert shm["emptyDir"]["sizeLimit"] == "8Gi"
+
+
+def test_the_node_data_cache_is_a_memory_backed_empty_dir_sized_from_the_spec_and_named_in_the_env(pods):
+    volumes = {v["name"]: v for v in pods[0]["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container(pods[0])["volumeMounts"]}
+    cache = env_values(pods[0])["PRETRAIN_DATA_CACHE_DIR"]
+    assert cache == naming.DATA_CACHE_DIR
+    # The cache keeps itself within cacheMib; the limit leaves headroom so the kubelet never evicts the pod.
+    assert volumes[mounts[cache]]["emptyDir"] == {"medium": "Memory", "sizeLimit": "4160Mi"}
 
 
 def test_gpu_and_other_resources_pass_through(pods):

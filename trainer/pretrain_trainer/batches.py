@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from pretrain_trainer.config import PretrainJobSpec
-from pretrain_trainer.data.loader import StreamingLoader
+from pretrain_trainer.data.loader import MiB, StreamingLoader
 from pretrain_trainer.data.shards import ShardSet
 from pretrain_trainer.objectives import MaskingConfig, causal_lm_batch, masked_lm_batch
 from pretrain_trainer.token_roles import TokenRoles
@@ -29,6 +29,7 @@ def job_loader(
     train: bool = True,
     rank: int = 0,
     world_size: int = 1,
+    local_rank: int = 0,
 ) -> StreamingLoader:
     """The loader a rank of this job reads `shards` with (training order, or validation read once in order)."""
     seq = spec.data.sequence_length
@@ -39,11 +40,14 @@ def job_loader(
         global_batch_size=spec.training.batch_samples(seq),
         rank=rank,
         world_size=world_size,
+        local_rank=local_rank,
         seed=spec.data.seed,
         samples_consumed=samples_consumed,
         shuffle=train,
         epochs=None if train else 1,
-        prefetch=spec.data.prefetch_batches,
+        block_bytes=spec.data.block_mib * MiB,
+        window_blocks=spec.data.shuffle_window_blocks,
+        cache_bytes=spec.data.cache_mib * MiB,
         threads=spec.data.read_threads,
     )
 

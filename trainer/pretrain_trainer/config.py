@@ -192,8 +192,27 @@ class DataSpec:
     validation: str = spec_field("", doc="Shard set for validation loss and perplexity (optional).")
     sequence_length: int = spec_field(1024, doc="Tokens per sample.", minimum=8)
     seed: int = spec_field(0, doc="Seed of the global sample order.", minimum=0)
-    prefetch_batches: int = spec_field(2, doc="Global batches read ahead in the background.", minimum=0)
-    read_threads: int = spec_field(8, doc="Parallel ranged reads per rank.", minimum=1)
+    read_threads: int = spec_field(8, doc="Parallel block downloads per rank.", minimum=1)
+    block_mib: int = spec_field(
+        8,
+        doc="Size of one read, in MiB: the stream is cut into blocks of whole samples of about this size; each "
+        "block is fetched with one ranged GET per shard it touches into the node's cache.",
+        minimum=1,
+    )
+    shuffle_window_blocks: int = spec_field(
+        16,
+        doc="Blocks per shuffle window: blocks are permuted every epoch and samples are shuffled within windows "
+        "of this many blocks, so a batch mixes samples from this many places in the corpus. The next window is "
+        "read ahead while the current one trains.",
+        minimum=1,
+    )
+    cache_mib: int = spec_field(
+        1024,
+        doc="Bound of the node-local block cache, in MiB, shared by the ranks of a pod (the operator mounts a "
+        "memory-backed emptyDir of this size, counted against the pod's memory). Must hold the windows read "
+        "ahead: about 3 × blockMib × shuffleWindowBlocks.",
+        minimum=1,
+    )
 
 
 @dataclass(frozen=True)

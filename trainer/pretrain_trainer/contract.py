@@ -65,6 +65,8 @@ AWS_SECRET_ACCESS_KEY = "AWS_SECRET_ACCESS_KEY"
 AWS_SESSION_TOKEN = "AWS_SESSION_TOKEN"
 # Variables whose values are secrets: log output replaces them wherever they appear.
 SECRET_VARIABLES = (AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, PRETRAIN_CHECKPOINT_SIGNING_KEY)
+# The node-local block cache the ranks of a pod share (the operator mounts it, sized by spec.data.cacheMib).
+PRETRAIN_DATA_CACHE_DIR = "PRETRAIN_DATA_CACHE_DIR"
 
 # --- exit codes of a trainer process (and of `pretrainjob worker`, which passes them on) --------------------------
 

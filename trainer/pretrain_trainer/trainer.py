@@ -198,6 +198,7 @@ class Trainer:
             train=train,
             rank=self.env.rank,
             world_size=self.env.world_size,
+            local_rank=self.env.local_rank,
         )
 
     # --------------------------------------------------------------------------------------------- one step

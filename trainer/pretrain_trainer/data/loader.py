@@ -1,25 +1,34 @@
-"""Streaming loader: fixed-length samples from a shard set, in a seeded global order, split across ranks.
+"""Streaming loader: fixed-length samples from a shard set, in a block-shuffled global order, split across ranks.
 
 Sample `s` is the token window [s*L, s*L + W) of the set's stream, where L is the sequence length and W is L
-(masked LM) or L + 1 (causal LM: inputs and shifted labels from one window). Epoch `e` visits every sample
-once, in the order `permutation(seed, e)`. Global position `g` (samples consumed by all ranks together) names
-the next sample, so the loader's whole state is `(seed, g)`: a restart, even with a different number of ranks,
-continues at exactly the next sample.
+(masked LM) or L + 1 (causal LM: inputs and shifted labels from one window). The global order is
+`BlockShuffledOrder` (data/order.py): blocks of whole samples, about `block_bytes` each, permuted per epoch,
+samples shuffled within windows of `window_blocks` blocks. Global position `g` (samples consumed by all ranks
+together) names the next sample, so the loader's whole state is `(seed, g)`: a restart, even with a different
+number of ranks, continues at exactly the next sample.
 
 Each step consumes one global batch of B samples, positions [g, g + B); rank r of R takes the contiguous slice
-[g + r*B/R, g + (r+1)*B/R). A thread pool fetches the samples of the next `prefetch` batches while the current
-one is being trained on; every page read is checksum-verified by the shard set.
+[g + r*B/R, g + (r+1)*B/R). Storage is read one block at a time: each block's token range is one ranged read
+per shard it touches (page-aligned, every page's crc32 checked) into the node-local `ChunkCache`, which the
+ranks of a pod share, so a block is downloaded once per node. A thread pool fetches the blocks of the windows
+the next batch touches plus the window after them while the current batch trains; batches are cut from the
+cached blocks with numpy, one fancy-index per block, no Python per sample.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import time
-from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
+from pretrain_trainer import contract as c
+from pretrain_trainer.data.chunk_cache import ChunkCache
+from pretrain_trainer.data.order import BlockShuffledOrder
 from pretrain_trainer.data.shards import ShardSet
 
 
@@ -29,37 +38,10 @@ def sample_count(num_tokens: int, sequence_length: int, causal: bool) -> int:
     return (num_tokens - window) // sequence_length + 1 if num_tokens >= window else 0
 
 
-class SampleOrder:
-    """The global order: position g → sample index, one seeded permutation per epoch."""
-
-    def __init__(self, num_samples: int, seed: int, shuffle: bool = True) -> None:
-        if num_samples < 1:
-            raise ValueError("the shard set holds no complete sample; use a shorter sequence or more data")
-        self.num_samples = num_samples
-        self.seed = seed
-        self.shuffle = shuffle
-        self._epoch = -1
-        self._perm: np.ndarray | None = None
-
-    def _permutation(self, epoch: int) -> np.ndarray:
-        if epoch != self._epoch:
-            rng = np.random.default_rng([self.seed, epoch])
-            self._perm = rng.permutation(self.num_samples)
-            self._epoch = epoch
-        assert self._perm is not None
-        return self._perm
-
-    def samples(self, start: int, stop: int) -> np.ndarray:
-        """Sample indices at global positions [start, stop), across epoch boundaries."""
-        positions = np.arange(start, stop, dtype=np.int64)
-        if not self.shuffle:
-            return positions % self.num_samples
-        out = np.empty(len(positions), dtype=np.int64)
-        epochs = positions // self.num_samples
-        for epoch in np.unique(epochs):
-            mask = epochs == epoch
-            out[mask] = self._permutation(int(epoch))[positions[mask] % self.num_samples]
-        return out
+MiB = 1 << 20
+DEFAULT_BLOCK_BYTES = 8 * MiB
+DEFAULT_WINDOW_BLOCKS = 16
+DEFAULT_CACHE_BYTES = 1024 * MiB
 
 
 @dataclass(frozen=True)
@@ -71,6 +53,12 @@ class LoaderState:
 
     def as_dict(self) -> dict[str, int]:
         return {"seed": self.seed, "samples_consumed": self.samples_consumed}
+
+
+def _private_cache_dir() -> str:
+    shm = "/dev/shm"
+    base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+    return tempfile.mkdtemp(prefix="pretrain-data-cache-", dir=base)
 
 
 class StreamingLoader:
@@ -89,11 +77,15 @@ class StreamingLoader:
         global_batch_size: int,
         rank: int = 0,
         world_size: int = 1,
+        local_rank: int = 0,
         seed: int = 0,
         samples_consumed: int = 0,
         shuffle: bool = True,
         epochs: int | None = None,
-        prefetch: int = 2,
+        block_bytes: int = DEFAULT_BLOCK_BYTES,
+        window_blocks: int = DEFAULT_WINDOW_BLOCKS,
+        cache_dir: str | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
         threads: int = 8,
     ) -> None:
         if sequence_length < 1:
@@ -114,19 +106,28 @@ class StreamingLoader:
         self.sequence_length = sequence_length
         self.window = sequence_length + 1 if causal else sequence_length
         num_samples = sample_count(shards.num_tokens, sequence_length, causal)
-        self.order = SampleOrder(num_samples, seed, shuffle)
+        sample_bytes = sequence_length * shards.dtype.itemsize
+        self.order = BlockShuffledOrder(
+            num_samples, seed, max(1, block_bytes // sample_bytes), window_blocks, shuffle=shuffle
+        )
         self.global_batch_size = global_batch_size
         self.local_batch_size = global_batch_size // world_size
         self.rank = rank
+        self.local_rank = local_rank
         self.world_size = world_size
         self.samples_consumed = samples_consumed
         self.end = None if epochs is None else epochs * num_samples
-        self.prefetch = max(0, prefetch)
+        self._check_cache_bound(cache_bytes)
+        self._own_cache_dir = None
+        if cache_dir is None and not os.environ.get(c.PRETRAIN_DATA_CACHE_DIR):
+            cache_dir = self._own_cache_dir = _private_cache_dir()
+        self.cache = ChunkCache(cache_dir or os.environ[c.PRETRAIN_DATA_CACHE_DIR], cache_bytes)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"loader-r{rank}")
-        self._pending: deque[tuple[int, list[Future[np.ndarray]]]] = deque()
-        self._next_submit = samples_consumed
+        self._blocks: dict[int, Future[np.ndarray]] = {}
+        self._offsets = np.arange(self.window, dtype=np.int64)
         self.wait_seconds = 0.0
         """Time the consumer spent blocked on data: near zero when prefetch keeps ahead of compute."""
+        self._schedule()
 
     @property
     def num_samples(self) -> int:
@@ -135,44 +136,88 @@ class StreamingLoader:
     def state(self) -> LoaderState:
         return LoaderState(self.order.seed, self.samples_consumed)
 
-    def _read_sample(self, sample: int) -> np.ndarray:
-        start = sample * self.sequence_length
-        return self.shards.read_tokens(start, start + self.window)
+    def _block_bytes(self) -> int:
+        """Bytes a block takes in the cache at most: its tokens, widened to whole pages at both ends."""
+        samples = min(self.order.block_samples, self.order.num_samples)
+        tokens = (samples - 1) * self.sequence_length + self.window
+        return tokens * self.shards.dtype.itemsize + 2 * self.shards.index.page_bytes
 
-    def _has_batch(self, position: int) -> bool:
-        return self.end is None or position + self.global_batch_size <= self.end
+    def _check_cache_bound(self, cache_bytes: int) -> None:
+        # Read-ahead holds the windows one global batch overlaps, plus the next one (see _schedule).
+        window_samples = self.order.block_samples * self.order.window_blocks
+        windows = -(-self.global_batch_size // window_samples) + 2
+        need = min(windows * self.order.window_blocks, self.order.num_blocks) * self._block_bytes()
+        if cache_bytes < need:
+            raise ValueError(
+                f"spec.data.cacheMib: {cache_bytes / MiB:.0f} MiB cannot hold the {windows} windows of "
+                f"{self.order.window_blocks} blocks that read-ahead keeps ({need / MiB:.0f} MiB); raise cacheMib "
+                "or lower blockMib or shuffleWindowBlocks"
+            )
 
-    def _submit_ahead(self) -> None:
-        while len(self._pending) <= self.prefetch and self._has_batch(self._next_submit):
-            lo = self._next_submit + self.rank * self.local_batch_size
-            samples = self.order.samples(lo, lo + self.local_batch_size)
-            self._pending.append((self._next_submit, [self._pool.submit(self._read_sample, int(s)) for s in samples]))
-            self._next_submit += self.global_batch_size
+    def _fetch_block(self, block: int) -> np.ndarray:
+        """The tokens of a block's samples, from the node cache (downloaded and verified on a miss)."""
+        first, stop = self.order.block_range(block)
+        tokens = self.shards.locate(first * self.sequence_length, (stop - 1) * self.sequence_length + self.window)
+        parts = []
+        for i, lo, hi in tokens:
+            start, end = self.shards.page_span(i, lo, hi)
+            key = f"{self.shards.index.shards[i].sha256[:32]}-{start}-{end}"
+            chunk = self.cache.get(key, end - start, lambda i=i, s=start, e=end: self.shards.read_pages(i, s, e))
+            skip = lo - start // self.shards.dtype.itemsize
+            parts.append(np.frombuffer(chunk, dtype=self.shards.dtype)[skip : skip + hi - lo])
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _schedule(self) -> None:
+        """Fetch the blocks of the windows the next batch touches and of the window after; forget the rest."""
+        start = self.samples_consumed
+        stop = start + self.global_batch_size
+        if self.end is not None:
+            stop = min(stop, self.end)
+        windows = self.order.windows(start, stop) if start < stop else []
+        if windows and (self.end is None or windows[-1].stop < self.end):
+            windows.append(self.order.window_at(windows[-1].stop))
+        live = [b for w in windows for b in w.blocks]
+        for block in set(self._blocks) - set(live):
+            self._blocks.pop(block).cancel()
+        # Ranks of one node start at different blocks, so their downloads spread instead of queueing on one lock.
+        shift = self.local_rank % len(live) if live else 0
+        for block in live[shift:] + live[:shift]:
+            future = self._blocks.get(block)
+            if future is None or (future.done() and future.exception() is not None):  # a failed read is retried
+                self._blocks[block] = self._pool.submit(self._fetch_block, block)
 
     def __iter__(self) -> StreamingLoader:
         return self
 
     def __next__(self) -> np.ndarray:
-        self._submit_ahead()
-        if not self._pending:
+        if self.end is not None and self.samples_consumed + self.global_batch_size > self.end:
             raise StopIteration
-        position, futures = self._pending.popleft()
-        assert position == self.samples_consumed
-        batch = np.empty((len(futures), self.window), dtype=np.int64)
-        waited = time.perf_counter()
-        for row, future in enumerate(futures):
-            batch[row] = future.result()  # one copy, widening uint16/uint32 to int64 as it goes
-        self.wait_seconds += time.perf_counter() - waited
+        self._schedule()
+        lo = self.samples_consumed + self.rank * self.local_batch_size
+        samples = self.order.samples(lo, lo + self.local_batch_size)
+        blocks = samples // self.order.block_samples
+        batch = np.empty((len(samples), self.window), dtype=np.int64)
+        for block in np.unique(blocks).tolist():
+            future = self._blocks[block]
+            waited = time.perf_counter()
+            try:
+                tokens = future.result()  # a read error surfaces here; the position stays put
+            finally:
+                self.wait_seconds += time.perf_counter() - waited
+            rows = np.flatnonzero(blocks == block)
+            starts = (samples[rows] - block * self.order.block_samples) * self.sequence_length
+            batch[rows] = tokens[starts[:, None] + self._offsets]  # one copy, widening to int64 as it goes
         self.samples_consumed += self.global_batch_size
-        self._submit_ahead()
+        self._schedule()
         return batch
 
     def close(self) -> None:
-        for _, futures in self._pending:
-            for f in futures:
-                f.cancel()
-        self._pending.clear()
+        for future in self._blocks.values():
+            future.cancel()
+        self._blocks.clear()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._own_cache_dir is not None:
+            shutil.rmtree(self._own_cache_dir, ignore_errors=True)
 
     def __enter__(self) -> StreamingLoader:
         return self

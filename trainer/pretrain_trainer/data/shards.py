@@ -300,14 +300,17 @@ class ShardSet:
             self._crcs[i] = table
         return table
 
-    def _read_shard(self, i: int, first: int, last: int) -> np.ndarray:
-        """Tokens [first, last) of shard i, every page they touch verified."""
+    def page_span(self, i: int, first: int, last: int) -> tuple[int, int]:
+        """The byte range [start, end) of shard i that covers its tokens [first, last) in whole checksum pages."""
+        page, itemsize = self.index.page_bytes, self.dtype.itemsize
+        start = first * itemsize // page * page
+        end = min(-(-(last * itemsize) // page) * page, self.index.shards[i].num_bytes)
+        return start, end
+
+    def read_pages(self, i: int, start: int, end: int) -> bytes:
+        """Bytes [start, end) of shard i, page-aligned (see `page_span`), every page checked against its crc32."""
         shard = self.index.shards[i]
         page = self.index.page_bytes
-        itemsize = self.dtype.itemsize
-        lo, hi = first * itemsize, last * itemsize
-        p0, p1 = lo // page, (hi - 1) // page + 1
-        start, end = p0 * page, min(p1 * page, shard.num_bytes)
         data = self.store.read(shard.name, start, end)
         if len(data) != end - start:
             raise ShardTruncatedError(
@@ -315,29 +318,44 @@ class ShardSet:
                 f"object is shorter than index.json says. {FIX}"
             )
         crcs = self._page_crcs(i)
-        for p in range(p0, p1):
-            chunk = memoryview(data)[(p - p0) * page : (p - p0 + 1) * page]
-            if zlib.crc32(chunk) != int(crcs[p]):
+        view = memoryview(data)
+        for offset in range(0, len(data), page):
+            p = (start + offset) // page
+            if zlib.crc32(view[offset : offset + page]) != int(crcs[p]):
                 raise ShardChecksumError(
-                    f"{self.store.uri_for(shard.name)}: page {p} (bytes {p * page}-{p * page + len(chunk)}) "
-                    f"fails its crc32 check; the shard is corrupt. {FIX}"
+                    f"{self.store.uri_for(shard.name)}: page {p} (bytes {p * page}-"
+                    f"{p * page + len(view[offset : offset + page])}) fails its crc32 check; the shard is corrupt. "
+                    f"{FIX}"
                 )
         with self._lock:
             self.bytes_read += len(data)
-        return np.frombuffer(data, dtype=self.dtype)[(lo - start) // itemsize : (hi - start) // itemsize]
+        return data
+
+    def _read_shard(self, i: int, first: int, last: int) -> np.ndarray:
+        """Tokens [first, last) of shard i, every page they touch verified."""
+        start, end = self.page_span(i, first, last)
+        data = self.read_pages(i, start, end)
+        skip = first - start // self.dtype.itemsize
+        return np.frombuffer(data, dtype=self.dtype)[skip : skip + last - first]
+
+    def locate(self, start: int, end: int) -> list[tuple[int, int, int]]:
+        """Tokens [start, end) of the stream as (shard, first, last) token ranges within each shard they touch."""
+        if not 0 <= start <= end <= self.num_tokens:
+            raise IndexError(f"token range {start}-{end} outside 0-{self.num_tokens}")
+        parts = []
+        i = bisect_right(self._starts, start) - 1
+        while start < end:
+            take = min(end, self._starts[i + 1])
+            parts.append((i, start - self._starts[i], take - self._starts[i]))
+            start, i = take, i + 1
+        return parts
 
     def read_tokens(self, start: int, end: int) -> np.ndarray:
         """Tokens [start, end) of the whole set's stream, across shard boundaries where needed."""
-        if not 0 <= start <= end <= self.num_tokens:
-            raise IndexError(f"token range {start}-{end} outside 0-{self.num_tokens}")
-        parts = [np.empty(0, dtype=self.dtype)]
-        i = bisect_right(self._starts, start) - 1
-        while start < end:
-            shard_end = self._starts[i + 1]
-            take = min(end, shard_end)
-            parts.append(self._read_shard(i, start - self._starts[i], take - self._starts[i]))
-            start, i = take, i + 1
-        return parts[-1] if len(parts) <= 2 else np.concatenate(parts)
+        parts = [self._read_shard(i, first, last) for i, first, last in self.locate(start, end)]
+        if not parts:
+            return np.empty(0, dtype=self.dtype)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def document_ends(self, i: int) -> np.ndarray:
         """Cumulative end offsets of the documents in shard i (verified against the index)."""
