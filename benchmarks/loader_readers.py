@@ -125,10 +125,14 @@ def _rank(cfg: dict[str, Any], rank: int, cache: str, results: Any) -> None:
         cfg, cache, global_batch_size=cfg["batch"] * world, rank=rank, world_size=world, local_rank=rank, epochs=1
     ) as loader:
         clock = Clock()
+        started = None
         for batch in loader:
             clock.batch(batch.shape[0] * cfg["seq"])
+            if started is None:  # the steady state starts after the first batch (the cold start is reported apart)
+                started, first_wait = time.perf_counter(), loader.wait_seconds
             time.sleep(cfg["step_s"])  # the training step this rank would run
-        results.put(clock.result(wait_seconds=loader.wait_seconds))
+        steady = time.perf_counter() - started
+        results.put(clock.result(steady_wait_share=(loader.wait_seconds - first_wait) / steady, steady_s=steady))
 
 
 def ranks(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -144,8 +148,8 @@ def ranks(cfg: dict[str, Any]) -> dict[str, Any]:
         got = [results.get(timeout=600) for _ in procs]
         for p in procs:
             p.join()
-    worst = max(got, key=lambda r: r["wait_seconds"] / r["seconds"])
-    return {**worst, "tokens": sum(r["tokens"] for r in got), "wait_share": worst["wait_seconds"] / worst["seconds"]}
+    worst = max(got, key=lambda r: r["steady_wait_share"])
+    return {**worst, "tokens": sum(r["tokens"] for r in got), "first_batch_s": max(r["first_batch_s"] for r in got)}
 
 
 def _tokens(cfg: dict[str, Any]) -> np.ndarray:

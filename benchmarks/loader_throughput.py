@@ -173,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-mib", type=int, default=1024, help="our cache bound (default 1024)")
     parser.add_argument("--threads", type=int, default=8, help="download threads: ours and the ceiling (default 8)")
     parser.add_argument("--ranks", type=int, default=8, help="ranks of the data-wait run (0 skips it; default 8)")
+    parser.add_argument("--wait-block-mib", type=int, default=2, help="data-wait run's block size (default 2)")
+    parser.add_argument("--wait-window-blocks", type=int, default=4, help="data-wait run's window (default 4)")
     parser.add_argument("--node-tokens-per-s", type=float, default=4e6, help="data-wait step time (default 4e6)")
     parser.add_argument("--bench-python", default=sys.executable, help="a Python with litdata and streaming")
     args = parser.parse_args(argv)
@@ -225,15 +227,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.ranks:
             server(endpoint, f"delay?ms={args.delay_ms}")
             step_s = args.batch * args.ranks * args.seq / args.node_tokens_per_s
-            got = run_reader(args.bench_python, "ranks", {**cfg, "ranks": args.ranks, "step_s": step_s})
+            layout = {"block_mib": args.wait_block_mib, "window_blocks": args.wait_window_blocks}
+            before = server(endpoint, "stats").get("GET", 0)
+            got = run_reader(args.bench_python, "ranks", {**cfg, **layout, "ranks": args.ranks, "step_s": step_s})
             if "error" in got:
                 print(f"\ndata wait: not run: {got['error']}")
             else:
                 print(
-                    f"\ndata wait, {args.ranks} ranks on one node at {args.node_tokens_per_s / 1e6:g}M tokens/s "
-                    f"(step {step_s * 1000:.1f} ms), {args.delay_ms:g} ms per response: the worst rank waited "
-                    f"{100 * got['wait_share']:.2f} % of {got['seconds']:.1f} s "
-                    f"(first batch {got['first_batch_s']:.2f} s)"
+                    f"\ndata wait: {args.ranks} ranks of one node, one shared cache, {args.node_tokens_per_s / 1e6:g}M "
+                    f"tokens/s per node (a step of {step_s * 1000:.1f} ms), {args.delay_ms:g} ms per response, blocks "
+                    f"of {args.wait_block_mib} MiB in windows of {args.wait_window_blocks}, one epoch: the worst rank "
+                    f"waited {100 * got['steady_wait_share']:.2f} % of {got['steady_s']:.1f} s after its first "
+                    f"batch (first batch after {got['first_batch_s']:.2f} s); "
+                    f"{server(endpoint, 'stats').get('GET', 0) - before} GETs for the node"
                 )
     return 0
 

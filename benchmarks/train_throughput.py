@@ -52,7 +52,7 @@ import torch
 from pretrain_trainer.bundled_corpus import load_bundled_documents
 from pretrain_trainer.config import Job, parse_job
 from pretrain_trainer.contract import API_VERSION
-from pretrain_trainer.data.loader import StreamingLoader
+from pretrain_trainer.data.loader import MiB, StreamingLoader
 from pretrain_trainer.data.prepare import PrepareConfig, prepare
 from pretrain_trainer.data.shards import ShardSet
 from pretrain_trainer.distributed import DistEnv
@@ -254,6 +254,9 @@ def read_windows(job: Job, options: StorageOptions | None, batches: int) -> np.n
         causal=True,
         global_batch_size=spec.training.global_batch_samples,
         seed=spec.data.seed,
+        block_bytes=spec.data.block_mib * MiB,
+        window_blocks=spec.data.shuffle_window_blocks,
+        cache_bytes=spec.data.cache_mib * MiB,
     ) as loader:
         for _ in range(batches):
             out.append(next(loader))
