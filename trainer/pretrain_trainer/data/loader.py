@@ -125,6 +125,7 @@ class StreamingLoader:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"loader-r{rank}")
         self._blocks: dict[int, Future[np.ndarray]] = {}
         self._offsets = np.arange(self.window, dtype=np.int64)
+        self._covered = (0, -1)  # positions whose windows _schedule has submitted (an empty range at first)
         self.wait_seconds = 0.0
         """Time the consumer spent blocked on data: near zero when prefetch keeps ahead of compute."""
         self._schedule()
@@ -173,18 +174,28 @@ class StreamingLoader:
         stop = start + self.global_batch_size
         if self.end is not None:
             stop = min(stop, self.end)
+        if self._covered[0] <= start and stop <= self._covered[1]:
+            return  # the same windows as for the last batch: nothing to add or drop
         windows = self.order.windows(start, stop) if start < stop else []
-        if windows and (self.end is None or windows[-1].stop < self.end):
-            windows.append(self.order.window_at(windows[-1].stop))
+        if windows:
+            self._covered = (windows[0].start, windows[-1].stop)
+            if self.end is None or windows[-1].stop < self.end:
+                windows.append(self.order.window_at(windows[-1].stop))
         live = [b for w in windows for b in w.blocks]
         for block in set(self._blocks) - set(live):
             self._blocks.pop(block).cancel()
         # Ranks of one node start at different blocks, so their downloads spread instead of queueing on one lock.
         shift = self.local_rank % len(live) if live else 0
         for block in live[shift:] + live[:shift]:
-            future = self._blocks.get(block)
-            if future is None or (future.done() and future.exception() is not None):  # a failed read is retried
+            if block not in self._blocks:
                 self._blocks[block] = self._pool.submit(self._fetch_block, block)
+
+    def _forget_failed(self) -> None:
+        """Drop the fetches that failed, so that the next batch fetches those blocks again."""
+        for block, future in list(self._blocks.items()):
+            if future.done() and (future.cancelled() or future.exception() is not None):
+                del self._blocks[block]
+        self._covered = (0, -1)
 
     def __iter__(self) -> StreamingLoader:
         return self
@@ -202,6 +213,9 @@ class StreamingLoader:
             waited = time.perf_counter()
             try:
                 tokens = future.result()  # a read error surfaces here; the position stays put
+            except BaseException:
+                self._forget_failed()
+                raise
             finally:
                 self.wait_seconds += time.perf_counter() - waited
             rows = np.flatnonzero(blocks == block)
