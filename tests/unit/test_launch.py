@@ -120,6 +120,7 @@ def test_run_local_gives_each_rank_the_contract_and_logs_its_output(job, tmp_pat
             "PYTHONUNBUFFERED": "1",
             "OMP_NUM_THREADS": str(max(1, len(os.sched_getaffinity(0)) // 2)),
             "PRETRAIN_RUN_DIR": str(run_dir.resolve()),
+            "PRETRAIN_DATA_CACHE_DIR": records[0]["env"]["PRETRAIN_DATA_CACHE_DIR"],  # one cache for the ranks
             "ECHO_MARK": "x",
         }
         assert f"[rank {rank}] rank {rank} says hello on stderr" in out
@@ -127,6 +128,17 @@ def test_run_local_gives_each_rank_the_contract_and_logs_its_output(job, tmp_pat
         log = (run_dir / f"rank-{rank}.log").read_text()
         assert log.startswith("ENV {") and f"rank {rank} done\n" in log and "[rank" not in log
     assert int(port) > 0 and records[0]["env"]["TORCHELASTIC_RUN_ID"].startswith("tiny-")
+    assert not os.path.exists(records[0]["env"]["PRETRAIN_DATA_CACHE_DIR"]), "the launcher removed its cache"
+
+
+def test_a_pods_data_cache_directory_is_passed_to_the_ranks_and_kept(job, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    env = env_for_tests(PRETRAIN_DATA_CACHE_DIR=str(cache))
+    assert run_local(job, 2, tmp_path / "run", extra_env=env, module=WORKER) == 0
+    records = env_lines(capsys.readouterr().out)
+    assert {r["env"]["PRETRAIN_DATA_CACHE_DIR"] for r in records.values()} == {str(cache)}
+    assert cache.is_dir()
 
 
 def test_nproc_overrides_the_job(job, tmp_path, capsys):

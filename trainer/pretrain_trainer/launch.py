@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import IO
 
 from pretrain_trainer import contract
+from pretrain_trainer.data.chunk_cache import private_cache_dir
 
 # Variables a launcher sets; stale values inherited from an outer launcher are dropped before the contract's
 # own are set. (TORCHELASTIC_USE_AGENT_STORE in particular would make init_process_group wait for a store that
@@ -351,6 +353,10 @@ def run_local(
         node = Node(1, 0, n, "127.0.0.1", free_port(), f"{job.name}-{uuid.uuid4().hex[:8]}")
     port, run_id = node.master_port, node.run_id
     base = {**os.environ, **(extra_env or {})}
+    own_cache = None
+    if not base.get(contract.PRETRAIN_DATA_CACHE_DIR):
+        # The ranks started here share one data cache, as the ranks of a pod share the one the operator mounts.
+        own_cache = base[contract.PRETRAIN_DATA_CACHE_DIR] = private_cache_dir()
     cmd = [sys.executable, "-m", module, "--config", str(job_path)]
     print(
         f"pretrainjob: starting {n} process{'es' if n > 1 else ''} of job {job.name} (run {run_id}, node "
@@ -391,6 +397,8 @@ def run_local(
             t.join(timeout=5)  # a grandchild still holding the pipe must not hang the launcher
         for sig, handler in previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
+        if own_cache is not None:
+            shutil.rmtree(own_cache, ignore_errors=True)
     return result
 
 

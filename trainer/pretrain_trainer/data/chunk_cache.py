@@ -26,6 +26,7 @@ from __future__ import annotations
 import fcntl
 import mmap
 import os
+import tempfile
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
@@ -33,6 +34,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 LOCK_STRIPES = 256
+
+
+def private_cache_dir() -> str:
+    """A fresh cache directory in /dev/shm when it is writable, else in the temp folder; the caller removes it."""
+    shm = "/dev/shm"
+    base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+    return tempfile.mkdtemp(prefix="pretrain-data-cache-", dir=base)
 
 
 class CacheFullError(Exception):

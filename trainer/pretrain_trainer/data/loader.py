@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pretrain_trainer import contract as c
-from pretrain_trainer.data.chunk_cache import ChunkCache
+from pretrain_trainer.data.chunk_cache import ChunkCache, private_cache_dir
 from pretrain_trainer.data.order import BlockShuffledOrder
 from pretrain_trainer.data.shards import ShardSet
 
@@ -53,12 +52,6 @@ class LoaderState:
 
     def as_dict(self) -> dict[str, int]:
         return {"seed": self.seed, "samples_consumed": self.samples_consumed}
-
-
-def _private_cache_dir() -> str:
-    shm = "/dev/shm"
-    base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
-    return tempfile.mkdtemp(prefix="pretrain-data-cache-", dir=base)
 
 
 class StreamingLoader:
@@ -120,7 +113,7 @@ class StreamingLoader:
         self._check_cache_bound(cache_bytes)
         self._own_cache_dir = None
         if cache_dir is None and not os.environ.get(c.PRETRAIN_DATA_CACHE_DIR):
-            cache_dir = self._own_cache_dir = _private_cache_dir()
+            cache_dir = self._own_cache_dir = private_cache_dir()
         self.cache = ChunkCache(cache_dir or os.environ[c.PRETRAIN_DATA_CACHE_DIR], cache_bytes)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"loader-r{rank}")
         self._blocks: dict[int, Future[np.ndarray]] = {}
