@@ -229,6 +229,7 @@ class ShardSet:
         self._check_objects()
         self._starts = np.cumsum([0] + [s.num_tokens for s in index.shards]).tolist()
         self._crcs: dict[int, np.ndarray] = {}
+        self._crc_loading: dict[int, threading.Lock] = {}
         self._lock = threading.Lock()
         self.bytes_read = 0
 
@@ -294,10 +295,15 @@ class ShardSet:
         with self._lock:
             if i in self._crcs:
                 return self._crcs[i]
-        shard = self.index.shards[i]
-        table = np.frombuffer(self._read_verified(shard.crc_name, shard.crc_sha256, "checksum table"), "<u4")
-        with self._lock:
-            self._crcs[i] = table
+            loading = self._crc_loading.setdefault(i, threading.Lock())
+        with loading:  # the loader's threads all want the table at once: one of them reads it
+            with self._lock:
+                if i in self._crcs:
+                    return self._crcs[i]
+            shard = self.index.shards[i]
+            table = np.frombuffer(self._read_verified(shard.crc_name, shard.crc_sha256, "checksum table"), "<u4")
+            with self._lock:
+                self._crcs[i] = table
         return table
 
     def page_span(self, i: int, first: int, last: int) -> tuple[int, int]:
