@@ -430,7 +430,7 @@ def test_everything_the_trainer_writes_is_an_empty_dir(pods):
     pod = pods[0]
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     writable = {m["mountPath"]: m["name"] for m in container(pod)["volumeMounts"] if not m.get("readOnly")}
-    assert set(writable) == {"/tmp", "/dev/shm"}
+    assert set(writable) == {"/tmp", "/dev/shm", naming.DATA_CACHE_DIR}
     assert all("emptyDir" in volumes[name] for name in writable.values())
     env = env_values(pod)
     for var in ("XDG_CACHE_HOME", "HF_HOME", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", c.PRETRAIN_RUN_DIR):
