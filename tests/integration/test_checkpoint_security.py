@@ -197,3 +197,21 @@ def test_model_from_loads_safetensors_only_never_a_pickled_bin(tmp_path):
     with pytest.raises(ValueError, match=r"spec\.model\.from: .*only safetensors weights are loaded"):
         load(pickled)
     assert torch.equal(load(tmp_path / "safe").lm_head.weight, model.lm_head.weight)
+
+
+def test_a_tampered_checkpoint_ends_the_trainer_with_the_do_not_retry_exit_code(tmp_path, monkeypatch, capsys):
+    import pretrain_trainer.trainer
+    from pretrain_trainer.__main__ import run_job
+    from pretrain_trainer.contract import EXIT_BAD_CONFIG
+
+    def tampered(*_: object) -> None:
+        raise CheckpointTampered("s3://ckpt/run/step-00000002", "the signature of MANIFEST.json does not match")
+
+    monkeypatch.setattr(pretrain_trainer.trainer, "train", tampered)
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "tokenizer: {uri: s3://bucket/tok}\ndata: {train: s3://bucket/train}\n"
+        "training: {globalBatchSamples: 8, microBatchSize: 8}\n"
+    )
+    assert run_job(str(job), str(tmp_path / "run")) == EXIT_BAD_CONFIG
+    assert "signature of MANIFEST.json does not match" in capsys.readouterr().err

@@ -63,6 +63,7 @@ def run_job(config: str, run_dir: str | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a progress bar per save_pretrained would flood pod logs
+    from pretrain_trainer.checkpoint import CheckpointTampered
     from pretrain_trainer.config import ConfigError, load_job
     from pretrain_trainer.data.shards import ShardError
     from pretrain_trainer.distributed import DistEnv
@@ -84,7 +85,8 @@ def run_job(config: str, run_dir: str | None = None) -> int:
         print(f"pretrain_trainer: job {job.name}: {error}", file=sys.stderr)
         leave_failure_message(error)
         return EXIT_STORAGE_UNAVAILABLE
-    except (ValueError, ShardError, StorageError, FileNotFoundError) as err:
+    except (ValueError, ShardError, StorageError, FileNotFoundError, CheckpointTampered) as err:
+        # A tampered checkpoint stays tampered: a restart would only meet it again.
         print(f"pretrain_trainer: cannot train job {job.name}: {err}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     _leave_termination_message(summary)

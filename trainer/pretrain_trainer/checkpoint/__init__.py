@@ -35,6 +35,7 @@ from pretrain_trainer.checkpoint.layout import (
     step_dir,
 )
 from pretrain_trainer.checkpoint.manager import CheckpointManager
+from pretrain_trainer.checkpoint.signing import CheckpointTampered
 
 __all__ = [
     "FORMAT_VERSION",
@@ -43,6 +44,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointManager",
     "CheckpointNotFound",
+    "CheckpointTampered",
     "prune_plan",
     "save_due",
     "step_dir",
