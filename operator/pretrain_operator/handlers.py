@@ -24,7 +24,7 @@ from pretrain_trainer.contract import API_GROUP, PENDING, PLURAL, VERSION
 
 from . import naming
 from .kube import CONFIG_MAPS, JOBS, PODS, SERVICES, ApiError, KubeClient, merge_patch
-from .lifecycle import Plan, Settings, plan
+from .lifecycle import Plan, Settings, plan, refused_by_api
 from .metrics import OperatorMetrics
 from .progress import scrape_progress
 from .workers import read_worker
@@ -144,7 +144,13 @@ class Runtime:
         now = datetime.now(timezone.utc)
         progress = await self._progress(name, pods, now) if scrape else None
         result = plan(job, pods, config_map, service, progress, now, self.config.lifecycle)
-        await self._apply(job, result)
+        try:
+            await self._apply(job, result)
+        except ApiError as err:
+            if err.status not in (400, 422):  # only a refusal of what the operator built is final
+                raise
+            result = refused_by_api(job, now, err.message, result)
+            await self._apply(job, result)
         status = result.status
         self.metrics.observe_job(namespace, name, status.get("phase", PENDING), int(status.get("restarts") or 0))
         if result.restart_reason:

@@ -204,10 +204,23 @@ def _steps(p: _Planner) -> Plan:
 def _cannot_handle(job: Any, now: datetime, exc: Exception) -> Plan:
     """Failed/InvalidSpec for a job whose spec (or status) got past the checks but breaks a step: the job gets a
     status that says so instead of the operator retrying it forever."""
+    return invalid(job, now, f"the operator cannot handle this job ({type(exc).__name__}: {exc})")
+
+
+def refused_by_api(job: dict[str, Any], now: datetime, refusal: str, created: Plan) -> Plan:
+    """Failed/InvalidSpec when the API server refuses a child the operator built (HTTP 400/422): the same spec
+    would be refused on every retry. The pods of the refused plan that did get created are deleted."""
+    out = invalid(job, now, f"the API server refused the job's pods or config: {refusal}")
+    out.delete_pods = [obj["metadata"]["name"] for obj in created.create if obj["kind"] == "Pod"]
+    return out
+
+
+def invalid(job: Any, now: datetime, why: str) -> Plan:
+    """The plan that fails `job` with reason InvalidSpec and `why`, from whatever its body holds."""
     body = job if isinstance(job, dict) else {}
     old = body.get("status") if isinstance(body.get("status"), dict) else {}
     meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
-    message = redact_url(f"invalid spec: the operator cannot handle this job ({type(exc).__name__}: {exc})")[:1000]
+    message = redact_url(f"invalid spec: {why}")[:1000]
     status = {k: v for k, v in old.items() if k != "kopf"}
     conditions = status.get("conditions") if isinstance(status.get("conditions"), list) else []
     generation = meta.get("generation")

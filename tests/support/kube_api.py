@@ -23,6 +23,7 @@ import threading
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -111,6 +112,8 @@ def _json_patch(obj: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any
 @attrs.define(kw_only=True)
 class Emulator(kmock.KubernetesEmulator):
     graceful_pods: bool = False
+    # A validating admission stand-in: given a created object, the message of a 422 Invalid refusal, or None.
+    refuse: Callable[[dict[str, Any]], str | None] | None = None
     _versions: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
 
     _namespaces: dict[str, dict[str, Any]] = attrs.field(factory=dict, init=False)
@@ -222,6 +225,9 @@ class Emulator(kmock.KubernetesEmulator):
             request = attrs.evolve(request, action=enums.action.UPDATE)
         if request.action == enums.action.CREATE:
             obj = copy.deepcopy(request.data or {})
+            refusal = self.refuse(obj) if self.refuse is not None else None
+            if refusal:
+                raise kmock.KubernetesError(422, "Invalid", refusal)
             meta = obj.setdefault("metadata", {})
             meta.setdefault("namespace", request.namespace)
             if request.resource.plural == "namespaces":
@@ -312,8 +318,10 @@ def _merge(old: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
 class ApiServer:
     """The emulator on a loopback port, served from a thread of its own (tests stay synchronous)."""
 
-    def __init__(self, graceful_pods: bool = False) -> None:
-        self.emulator = Emulator(graceful_pods=graceful_pods)
+    def __init__(
+        self, graceful_pods: bool = False, refuse: Callable[[dict[str, Any]], str | None] | None = None
+    ) -> None:
+        self.emulator = Emulator(graceful_pods=graceful_pods, refuse=refuse)
         for key, info in RESOURCES.items():
             self.emulator.resources[key] = info
         self.url = ""
