@@ -13,9 +13,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
+
+from pretrain_trainer import safe_yaml
 from pretrain_trainer.config import ConfigError, PretrainJobSpec, Problem, parse_job, to_dict
 from pretrain_trainer.contract import API_VERSION, KIND
 from pretrain_trainer.spec_schema import constraint_problems, yaml_name
+
+from . import children
 
 MUTABLE_FIELDS = (
     "suspend",
@@ -47,7 +52,17 @@ def check(name: str, namespace: str, spec: Any) -> PretrainJobSpec:
     problems = local_storage_problems(parsed)
     if problems:
         raise ConfigError(problems)
+    _check_trainer_reads(name, namespace, parsed)
     return parsed
+
+
+def _check_trainer_reads(name: str, namespace: str, spec: PretrainJobSpec) -> None:
+    """The trainer reads its job.yaml through the bounded YAML loader: a spec whose free-form parts (model.config,
+    affinity) are too big or too deep for it is refused here, not by every worker after the pods started."""
+    try:
+        safe_yaml.load(children.trainer_config(children.JobRef(name, namespace, "", {}), spec))
+    except (yaml.YAMLError, RecursionError) as err:
+        raise ConfigError([Problem("spec", f"too large or too deeply nested for the trainer to read: {err}")]) from None
 
 
 def local_storage_problems(spec: PretrainJobSpec) -> list[Problem]:

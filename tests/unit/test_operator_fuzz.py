@@ -27,6 +27,9 @@ from tests.support.crd_schema import crd, schema_errors
 from tests.support.jobs import deep_merge
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+DEEP: dict[str, Any] = {}
+for _ in range(80):
+    DEEP = {"d": DEEP}
 CANNOT_HANDLE = "invalid spec: the operator cannot handle this job"
 TRICKY_STRINGS = (
     "",
@@ -187,6 +190,8 @@ def test_every_manifest_the_crd_admits_gets_a_plan_and_pods_only_when_valid(mani
         {"workers": {"replicas": 10**9}, "training": {"globalBatchSamples": 10**9, "microBatchSize": 1}},
         {"ttlSecondsAfterFinished": 2**62},  # overflowed the TTL's datetime once the job finished
         {"model": {"config": {"n_positions": "1024"}}},
+        # Accepted by the operator once, then refused by every worker's bounded YAML reader.
+        {"model": {"config": {"n_layer": 2, "extra": DEEP}}},
         {"workers": {"resources": {"limits": ["nvidia.com/gpu"]}}},
     ],
 )
