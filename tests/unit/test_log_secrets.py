@@ -50,3 +50,16 @@ def test_secret_values_from_the_environment_are_masked_wherever_they_appear():
         log.removeHandler(handler)
     assert "wJalrXUtnFEMI-planted" not in stream.getvalue()
     assert "{'secret': '***'}" in stream.getvalue() and "RuntimeError: signing with *** failed" in stream.getvalue()
+
+
+def test_a_malformed_log_call_is_left_to_the_handler_and_never_raises_at_the_caller(capsys):
+    handler = logging.StreamHandler(io.StringIO())
+    handler.addFilter(SecretFilter(("wJalrXUtnFEMI-planted",)))
+    log = logging.getLogger("test.log_secrets.malformed")
+    log.addHandler(handler)
+    log.propagate = False  # pytest's capturing handler would raise on the malformed call by design
+    try:
+        log.warning("%d steps", "not a number")  # logging's own handleError reports it on stderr
+    finally:
+        log.removeHandler(handler)
+    assert "--- Logging error ---" in capsys.readouterr().err

@@ -56,7 +56,10 @@ class SecretFilter(logging.Filter):
         self.secrets = tuple(secrets) if secrets is not None else secret_values()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed call (args not matching the format): the handler reports it, unchanged
+            return True
         clean = redact_secrets(message, self.secrets)
         if clean != message:
             record.msg, record.args = clean, None
