@@ -178,7 +178,7 @@ def build_pod(job: JobRef, spec: PretrainJobSpec, index: int, attempt: int, imag
         ],
         "terminationMessagePath": naming.TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": hardening.container_security_context(),
+        "securityContext": hardening.container_security_context(workers),
     }
     pod_spec: dict[str, Any] = {
         "hostname": name,
@@ -187,7 +187,7 @@ def build_pod(job: JobRef, spec: PretrainJobSpec, index: int, attempt: int, imag
         "terminationGracePeriodSeconds": workers.termination_grace_seconds,
         "enableServiceLinks": False,
         "automountServiceAccountToken": workers.automount_service_account_token,
-        "securityContext": hardening.pod_security_context(),
+        "securityContext": hardening.pod_security_context(workers),
         "containers": [container],
         "volumes": [
             {"name": "config", "configMap": {"name": naming.config_map_name(job.name)}},

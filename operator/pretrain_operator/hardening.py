@@ -1,6 +1,7 @@
 """What makes a worker pod hard to misuse: a non-root user, no privilege escalation, no capabilities, the runtime's
-default seccomp profile, a read-only root filesystem, and no ServiceAccount token unless the spec asks for one
-(and the operator's policy allows it, see policy.py).
+default seccomp profile, a read-only root filesystem, and no ServiceAccount token unless the spec asks for one.
+The spec may choose another non-root user id (`workers.runAsUser`), and, where the operator's policy allows it
+(policy.py), a writable root filesystem or the token; nothing else of this is the job author's to change.
 
 The trainer writes only to emptyDirs: /tmp (run folder, checkpoint staging, caches), /dev/shm (memory-backed) and
 the termination log; the cache variables below point every library that would write under $HOME there too, so
@@ -11,10 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-# The trainer image's user (images/trainer/Dockerfile); set explicitly so that an image whose USER is root or a
-# name still runs non-root, and fsGroup makes the emptyDirs writable for it.
-WORKER_UID = 1000
-WORKER_GID = 1000
+from pretrain_trainer.config import WorkersSpec
+
 CACHE_ENV = {
     "XDG_CACHE_HOME": "/tmp/cache",
     "HF_HOME": "/tmp/hf",
@@ -24,22 +23,24 @@ CACHE_ENV = {
 }
 
 
-def pod_security_context() -> dict[str, Any]:
+def pod_security_context(workers: WorkersSpec) -> dict[str, Any]:
+    # Set explicitly so that an image whose USER is root or a name still runs non-root; fsGroup makes the
+    # emptyDirs writable for that user.
     return {
         "runAsNonRoot": True,
-        "runAsUser": WORKER_UID,
-        "runAsGroup": WORKER_GID,
-        "fsGroup": WORKER_GID,
+        "runAsUser": workers.run_as_user,
+        "runAsGroup": workers.run_as_user,
+        "fsGroup": workers.run_as_user,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 
-def container_security_context() -> dict[str, Any]:
+def container_security_context(workers: WorkersSpec) -> dict[str, Any]:
     return {
         "runAsNonRoot": True,
         "allowPrivilegeEscalation": False,
         "privileged": False,
-        "readOnlyRootFilesystem": True,
+        "readOnlyRootFilesystem": workers.read_only_root_filesystem,
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }

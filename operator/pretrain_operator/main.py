@@ -65,6 +65,11 @@ def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
         help="refuse workers.automountServiceAccountToken: true",
     )
     policy.add_argument(
+        "--allow-writable-root-filesystem",
+        action="store_true",
+        help="allow workers.readOnlyRootFilesystem: false",
+    )
+    policy.add_argument(
         "--forbidden-annotation-prefix",
         action="append",
         metavar="PREFIX",
@@ -86,6 +91,7 @@ def policy_from(args: argparse.Namespace) -> Policy:
         require_digest=args.require_image_digest,
         allowed_service_accounts=tuple(args.allowed_service_account),
         allow_service_account_token=not args.forbid_service_account_token,
+        allow_writable_root_filesystem=args.allow_writable_root_filesystem,
         forbidden_annotation_prefixes=tuple(
             DEFAULT_FORBIDDEN_ANNOTATION_PREFIXES
             if args.forbidden_annotation_prefix is None

@@ -35,6 +35,7 @@ class Policy:
     require_digest: bool = False  # spec.image must be pinned as ...@sha256:<64 hex>
     allowed_service_accounts: tuple[str, ...] = ()
     allow_service_account_token: bool = True  # may workers.automountServiceAccountToken be true
+    allow_writable_root_filesystem: bool = False  # may workers.readOnlyRootFilesystem be false
     forbidden_annotation_prefixes: tuple[str, ...] = DEFAULT_FORBIDDEN_ANNOTATION_PREFIXES
     forbidden_toleration_keys: tuple[str, ...] = DEFAULT_FORBIDDEN_TOLERATION_KEYS
 
@@ -75,6 +76,8 @@ def violations(spec: PretrainJobSpec, policy: Policy) -> list[Problem]:
         out.append(
             Problem("spec.workers.automountServiceAccountToken", "mounting the ServiceAccount token is forbidden")
         )
+    if not workers.read_only_root_filesystem and not policy.allow_writable_root_filesystem:
+        out.append(Problem("spec.workers.readOnlyRootFilesystem", "a writable root filesystem is forbidden"))
     for key in workers.annotations:
         prefix = next((p for p in policy.forbidden_annotation_prefixes if key.startswith(p)), None)
         if prefix is not None:

@@ -395,6 +395,7 @@ def test_policy_values_become_the_flags_of_the_same_policy():
             "requireImageDigest": True,
             "allowedServiceAccounts": ["trainer"],
             "allowServiceAccountToken": False,
+            "allowWritableRootFilesystem": True,
             "forbiddenAnnotationPrefixes": [],
             "forbiddenTolerationKeys": ["node-role.kubernetes.io/control-plane", "dedicated"],
         }
@@ -406,6 +407,7 @@ def test_policy_values_become_the_flags_of_the_same_policy():
         require_digest=True,
         allowed_service_accounts=("trainer",),
         allow_service_account_token=False,
+        allow_writable_root_filesystem=True,
         forbidden_annotation_prefixes=(),
         forbidden_toleration_keys=("node-role.kubernetes.io/control-plane", "dedicated"),
     )

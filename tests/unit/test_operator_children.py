@@ -18,7 +18,7 @@ import yaml
 from pretrain_operator import children, naming
 from pretrain_operator.admission import check
 from pretrain_trainer import contract as c
-from pretrain_trainer.config import PretrainJobSpec, load_job
+from pretrain_trainer.config import ConfigError, PretrainJobSpec, load_job
 from pretrain_trainer.contract import API_VERSION, KIND, METRICS_PORT, RENDEZVOUS_PORT
 
 IMAGE = "registry.example/trainer:1.2.3"
@@ -451,3 +451,14 @@ def test_the_checkpoint_signing_key_arrives_as_a_secret_reference_only():
     ref = {"name": "ckpt-key", "key": c.PRETRAIN_CHECKPOINT_SIGNING_KEY}
     assert env_refs(pod)[c.PRETRAIN_CHECKPOINT_SIGNING_KEY] == {"secretKeyRef": ref}
     assert c.PRETRAIN_CHECKPOINT_SIGNING_KEY not in env_values(pod)
+
+
+def test_a_job_may_choose_another_non_root_user_and_a_writable_root_only_by_asking():
+    custom = check("gpt-small", "ml", {**SPEC, "workers": {**SPEC["workers"], "runAsUser": 4242}})
+    pod = children.build_pod(make_job(), custom, 0, 1, IMAGE)
+    assert {pod["spec"]["securityContext"][k] for k in ("runAsUser", "runAsGroup", "fsGroup")} == {4242}
+    writable = check("gpt-small", "ml", {**SPEC, "workers": {**SPEC["workers"], "readOnlyRootFilesystem": False}})
+    pod = children.build_pod(make_job(), writable, 0, 1, IMAGE)
+    assert container(pod)["securityContext"]["readOnlyRootFilesystem"] is False
+    with pytest.raises(ConfigError, match=r"spec\.workers\.runAsUser: must be >= 1"):
+        check("gpt-small", "ml", {**SPEC, "workers": {**SPEC["workers"], "runAsUser": 0}})

@@ -45,6 +45,7 @@ def reconcile(policy: Policy, **spec: object) -> Cluster:
             "spec.workers.tolerations[0]",
         ),
         ({"workers": {"tolerations": [{"operator": "Exists"}]}}, "spec.workers.tolerations[0]"),
+        ({"workers": {"readOnlyRootFilesystem": False}}, "spec.workers.readOnlyRootFilesystem"),
     ],
 )
 def test_a_violation_fails_the_job_naming_the_field_before_any_pod_exists(spec, field):
@@ -93,6 +94,7 @@ def test_operator_flags_build_the_policy():
             "--allowed-service-account",
             "trainer",
             "--forbid-service-account-token",
+            "--allow-writable-root-filesystem",
             "--forbidden-toleration-key",
             "",
         ]
@@ -103,6 +105,7 @@ def test_operator_flags_build_the_policy():
         require_digest=True,
         allowed_service_accounts=("trainer",),
         allow_service_account_token=False,
+        allow_writable_root_filesystem=True,
         forbidden_toleration_keys=(),
     )
     assert config_from(parse_args(["--all-namespaces"])).lifecycle.policy == Policy()

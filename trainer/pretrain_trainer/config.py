@@ -91,6 +91,18 @@ class WorkersSpec:
         doc="Mount the ServiceAccount's API token into the pods: only for IRSA / workload identity setups that need "
         "it, and only where the operator's policy allows it. The trainer never calls the Kubernetes API.",
     )
+    run_as_user: int = spec_field(
+        1000,
+        doc="The non-root user id (and group) the trainer runs as; the trainer image's user is 1000. Root (0) is "
+        "never allowed.",
+        minimum=1,
+        maximum=2**31 - 1,
+    )
+    read_only_root_filesystem: bool = spec_field(
+        True,
+        doc="Keep the container's root filesystem read-only (the trainer writes only to emptyDirs under /tmp and "
+        "/dev/shm). false is for images that write elsewhere, where the operator's policy allows it.",
+    )
 
     @property
     def world_size(self) -> int:
