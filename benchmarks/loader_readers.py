@@ -111,6 +111,9 @@ def _our_loader(cfg: dict[str, Any], cache_dir: str, **kw: Any) -> Any:
 
 
 def ours(cfg: dict[str, Any]) -> dict[str, Any]:
+    import pretrain_trainer.data.loader
+    import pretrain_trainer.storage.s3  # noqa: F401  (imports before the clock starts, as for the others)
+
     with tempfile.TemporaryDirectory(dir="/dev/shm") as cache:
         clock = Clock()
         with _our_loader(cfg, cache, global_batch_size=cfg["batch"], epochs=1) as loader:

@@ -184,9 +184,11 @@ class StreamingLoader:
                 self._blocks[block] = self._pool.submit(self._fetch_block, block)
 
     def _forget_failed(self) -> None:
-        """Drop the fetches that failed, so that the next batch fetches those blocks again."""
+        """After a failed fetch: drop every fetch not known to have succeeded (those still running may fail the
+        same way), so that the next batch fetches those blocks again."""
         for block, future in list(self._blocks.items()):
-            if future.done() and (future.cancelled() or future.exception() is not None):
+            if not future.done() or future.cancelled() or future.exception() is not None:
+                future.cancel()
                 del self._blocks[block]
         self._covered = (0, -1)
 
@@ -201,7 +203,10 @@ class StreamingLoader:
         samples = self.order.samples(lo, lo + self.local_batch_size)
         blocks = samples // self.order.block_samples
         batch = np.empty((len(samples), self.window), dtype=np.int64)
-        for block in np.unique(blocks).tolist():
+        by_block = np.argsort(blocks, kind="stable")
+        cuts = np.flatnonzero(np.diff(blocks[by_block])) + 1
+        for rows in np.split(by_block, cuts):  # the rows of each block the batch draws from
+            block = int(blocks[rows[0]])
             future = self._blocks[block]
             waited = time.perf_counter()
             try:
@@ -211,7 +216,6 @@ class StreamingLoader:
                 raise
             finally:
                 self.wait_seconds += time.perf_counter() - waited
-            rows = np.flatnonzero(blocks == block)
             starts = (samples[rows] - block * self.order.block_samples) * self.sequence_length
             batch[rows] = tokens[starts[:, None] + self._offsets]  # one copy, widening to int64 as it goes
         self.samples_consumed += self.global_batch_size
