@@ -117,7 +117,6 @@ class StreamingLoader:
         self.cache = ChunkCache(cache_dir or os.environ[c.PRETRAIN_DATA_CACHE_DIR], cache_bytes)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"loader-r{rank}")
         self._blocks: dict[int, Future[np.ndarray]] = {}
-        self._offsets = np.arange(self.window, dtype=np.int64)
         self._covered = (0, -1)  # positions whose windows _schedule has submitted (an empty range at first)
         self.wait_seconds = 0.0
         """Time the consumer spent blocked on data: near zero when prefetch keeps ahead of compute."""
@@ -149,7 +148,7 @@ class StreamingLoader:
             )
 
     def _fetch_block(self, block: int) -> np.ndarray:
-        """The tokens of a block's samples, from the node cache (downloaded and verified on a miss)."""
+        """The block's samples as rows [samples, W] (a view of the node cache, downloaded and verified on a miss)."""
         first, stop = self.order.block_range(block)
         tokens = self.shards.locate(first * self.sequence_length, (stop - 1) * self.sequence_length + self.window)
         parts = []
@@ -159,7 +158,9 @@ class StreamingLoader:
             chunk = self.cache.get(key, end - start, lambda i=i, s=start, e=end: self.shards.read_pages(i, s, e))
             skip = lo - start // self.shards.dtype.itemsize
             parts.append(np.frombuffer(chunk, dtype=self.shards.dtype)[skip : skip + hi - lo])
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        tokens = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        # Row k is sample first + k: a strided view, so a batch copies whole rows out of it.
+        return np.lib.stride_tricks.sliding_window_view(tokens, self.window)[:: self.sequence_length]
 
     def _schedule(self) -> None:
         """Fetch the blocks of the windows the next batch touches and of the window after; forget the rest."""
@@ -216,8 +217,7 @@ class StreamingLoader:
                 raise
             finally:
                 self.wait_seconds += time.perf_counter() - waited
-            starts = (samples[rows] - block * self.order.block_samples) * self.sequence_length
-            batch[rows] = tokens[starts[:, None] + self._offsets]  # one copy, widening to int64 as it goes
+            batch[rows] = tokens[samples[rows] - block * self.order.block_samples]  # widened to int64 here
         self.samples_consumed += self.global_batch_size
         self._schedule()
         return batch

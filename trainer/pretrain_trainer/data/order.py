@@ -58,6 +58,7 @@ class BlockShuffledOrder:
         self.num_windows = -(-self.num_blocks // window_blocks)
         self._plans: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._window_samples: dict[tuple[int, int], np.ndarray] = {}
+        self._last: Window | None = None
 
     def block_range(self, block: int) -> tuple[int, int]:
         """Samples [first, stop) of a block."""
@@ -112,8 +113,12 @@ class BlockShuffledOrder:
 
     def samples(self, start: int, stop: int) -> np.ndarray:
         """Sample indices at global positions [start, stop), across window and epoch boundaries."""
+        last = self._last
+        if last is not None and last.start <= start and stop <= last.stop:  # the usual case: one window, again
+            return self._samples_of(last)[start - last.start : stop - last.start]
         parts = [np.empty(0, dtype=np.int64)]
         for window in self.windows(start, stop):
+            self._last = window
             lo, hi = max(start, window.start), min(stop, window.stop)
             parts.append(self._samples_of(window)[lo - window.start : hi - window.start])
         return np.concatenate(parts)

@@ -323,7 +323,7 @@ class ShardSet:
                 f"{self.store.uri_for(shard.name)}: asked for bytes {start}-{end}, got {len(data)} bytes; the "
                 f"object is shorter than index.json says. {FIX}"
             )
-        crcs = self._page_crcs(i)
+        crcs = self._page_crcs(i)  # after the data: the first reads of a shard wait for one request, not two
         view = memoryview(data)
         for offset in range(0, len(data), page):
             p = (start + offset) // page
