@@ -36,6 +36,11 @@ MAX_NAME_LENGTH = DNS_LABEL_LENGTH - len(pod_name("", MAX_WORKER_INDEX))
 RENDEZVOUS_PORT = 29500  # torchrun's default, and Kubeflow Trainer v2's
 METRICS_PORT = 9400  # rank 0's Prometheus /metrics (spec.metrics.port's default)
 
+# --- environment of a data-preparation pod ---------------------------------------------------------------------------
+
+# Kubernetes sets it in every pod of an Indexed Job; `pretrainjob prepare --tasks N` takes its task index from it.
+JOB_COMPLETION_INDEX = "JOB_COMPLETION_INDEX"
+
 # --- environment of a worker pod -----------------------------------------------------------------------------------
 
 # torchrun's arguments as variables, the names Kubeflow's PyTorchJob uses; `pretrainjob worker` reads them. (No

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from functools import partial
 from pathlib import Path
@@ -10,13 +11,35 @@ from pathlib import Path
 from pretrain_trainer.commands.inputs import add_read_flags, read_options, storage_options
 from pretrain_trainer.commands.registry import CommandTree
 from pretrain_trainer.commands.registry import default as default_of
+from pretrain_trainer.contract import JOB_COMPLETION_INDEX
 from pretrain_trainer.curation.filters import add_curation_flags, curation_config
 from pretrain_trainer.data.prepare import PrepareConfig
 
 
-def cmd_prepare(args: argparse.Namespace) -> int:
-    from pretrain_trainer.data.prepare import prepare
+def _task_index(args: argparse.Namespace) -> int:
+    if args.task_index is not None:
+        return int(args.task_index)
+    value = os.environ.get(JOB_COMPLETION_INDEX)
+    if value is None or not value.isdigit():
+        raise ValueError(
+            f"--task-index: give it with --tasks, or run in an Indexed Job (which sets {JOB_COMPLETION_INDEX}); "
+            f"got {JOB_COMPLETION_INDEX}={value!r}"
+        )
+    return int(value)
 
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    progress = not args.no_progress and sys.stderr.isatty()
+    if args.stage == "merge":
+        from pretrain_trainer.data.merge import merge
+
+        print(merge(args.output, storage_options(args), args.overwrite, args.keep_parts).format())
+        return 0
+    missing = [flag for flag, value in (("--tokenizer", args.tokenizer), ("--input", args.input)) if not value]
+    if missing:
+        raise ValueError(f"{' and '.join(missing)}: required for `prepare` (`prepare merge` needs only --output)")
+    if args.task_index is not None and args.tasks is None:
+        raise ValueError("--task-index: needs --tasks N")
     cfg = PrepareConfig(
         inputs=tuple(args.input),
         output=args.output,
@@ -31,8 +54,20 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         curation=curation_config(args),
         overwrite=args.overwrite,
     )
-    report = prepare(cfg, storage_options(args), progress=not args.no_progress and sys.stderr.isatty())
-    print(report.format())
+    if args.tasks is not None:
+        from pretrain_trainer.data.scatter import prepare_task
+
+        index = _task_index(args)
+        done = prepare_task(cfg, args.tasks, index, storage_options(args), progress)
+        print(
+            f"task {index} of {args.tasks}: {len(done['files'])} files, {done['documents_read']} documents, "
+            f"{done['tokens']} tokens in {done['seconds']:.2f} s; run `pretrainjob prepare merge --output "
+            f"{args.output}` when every task is done"
+        )
+        return 0
+    from pretrain_trainer.data.prepare import prepare
+
+    print(prepare(cfg, storage_options(args), progress=progress).format())
     return 0
 
 
@@ -45,8 +80,14 @@ def add_prepare(tree: CommandTree) -> None:
         "between documents and write shards plus index.json to OUTPUT/train/ (and OUTPUT/validation/).",
     )
     default = partial(default_of, PrepareConfig)
-    prep.add_argument("--tokenizer", required=True, help="tokenizer.json, or a folder/URI holding it")
-    prep.add_argument("--input", nargs="+", required=True, metavar="PATH", help="files, folders, globs or s3:// URIs")
+    prep.add_argument(
+        "stage",
+        nargs="?",
+        choices=("merge",),
+        help="`merge`: write the shard sets from the completed parts of `--tasks N` (with --output only)",
+    )
+    prep.add_argument("--tokenizer", help="tokenizer.json, or a folder/URI holding it (required, except for merge)")
+    prep.add_argument("--input", nargs="+", metavar="PATH", help="files, folders, globs or s3:// URIs")
     prep.add_argument("--output", required=True, help="local folder or s3:// URI for the shard sets")
     prep.add_argument("--dedup", action="store_true", help="drop exact duplicate documents")
     prep.add_argument(
@@ -76,6 +117,17 @@ def add_prepare(tree: CommandTree) -> None:
     prep.add_argument("--eos-token", help="document separator (default: the tokenizer's EOS)")
     prep.add_argument("--overwrite", action="store_true", help="replace existing shard sets at --output")
     prep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    prep.add_argument(
+        "--tasks",
+        type=int,
+        help="split the work into N tasks (files dealt by size); this process writes one task's part",
+    )
+    prep.add_argument(
+        "--task-index",
+        type=int,
+        help=f"which task, 0..N-1 (default: ${JOB_COMPLETION_INDEX}, set in the pods of an Indexed Job)",
+    )
+    prep.add_argument("--keep-parts", action="store_true", help="with merge: keep OUTPUT/parts/ afterwards")
     add_read_flags(prep)
     add_curation_flags(prep)
 

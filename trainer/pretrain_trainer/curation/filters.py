@@ -13,6 +13,8 @@ import argparse
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from pretrain_trainer.curation import pii
 from pretrain_trainer.curation.langid import identify
 from pretrain_trainer.curation.neardup import DEFAULT_THRESHOLD, NearDuplicateIndex
@@ -78,6 +80,15 @@ class CurationFilter:
 
     def apply(self, source: str, text: str) -> str | None:
         """The text to keep (redacted if asked), or None when a filter drops the document."""
+        kept, redacted, _ = self.screen(source, text)
+        if kept is None:
+            return None
+        values = self._near.values(kept) if self._near is not None else None
+        return kept if self.reduce(source, values, redacted, kept) else None
+
+    def screen(self, source: str, text: str) -> tuple[str | None, tuple[str, ...], str]:
+        """Language, redaction and quality: what one document decides alone. Returns the kept text (None when
+        dropped), the kinds of personal data redacted in it, and the reason it was dropped ("" when kept)."""
         cfg = self.cfg
         lang = None
         if self._languages or cfg.quality is not None:
@@ -85,7 +96,7 @@ class CurationFilter:
             lang = found.lang
             if self._languages and (lang not in self._languages or found.confidence < cfg.language_confidence):
                 self.log.drop("language", source, text, f"{lang} ({found.confidence:.2f})")
-                return None
+                return None, (), "language"
         # Redact before judging quality and similarity: the kept text is what they should judge (digit runs of a
         # phone number would otherwise count against the share of alphabetic words).
         matches = pii.find(text) if cfg.redact_pii else []
@@ -94,16 +105,26 @@ class CurationFilter:
             flags = cfg.quality.flags(signals(kept, lang or ""), lang or "")
             if flags:
                 self.log.drop(f"quality:{flags[0]}", source, kept, ", ".join(flags))
-                return None
+                return None, (), f"quality:{flags[0]}"
+        return kept, tuple(sorted({m.kind for m in matches})), ""
+
+    def signature(self, kept: str) -> np.ndarray | None:
+        """The near-duplicate signature of a screened text (None without --near-dedup or when too short)."""
+        return self._near.values(kept) if self._near is not None else None
+
+    def reduce(self, source: str, values: np.ndarray | None, redacted: tuple[str, ...], kept: str = "") -> bool:
+        """The part that depends on earlier documents: whether a screened document survives near-dedup, given its
+        signature, in corpus order. `prepare` calls it as it goes; the merge of its tasks, from stored signatures
+        (then `kept` is empty: examples name the source only)."""
         if self._near is not None:
-            near = self._near.add(source, kept)
+            near = self._near.add_values(source, values)
             if near is not None:
                 self.log.drop("near_duplicate", source, kept, f"of {near[0]} (Jaccard ≈ {near[1]:.2f})")
-                return None
-        for kind in sorted({m.kind for m in matches}):
+                return False
+        for kind in redacted:
             self.log.changed[f"redacted:{kind}"] += 1
             self.log.note(f"redacted:{kind}", source, kept)
-        return kept
+        return True
 
 
 def add_curation_flags(p: argparse.ArgumentParser) -> None:

@@ -79,6 +79,11 @@ class NearDuplicateIndex:
         mh.update_batch(grams)
         return mh
 
+    def values(self, text: str) -> np.ndarray | None:
+        """`text`'s signature as uint32 values (what `prepare`'s tasks store for the merge); None if too short."""
+        mh = self.signature(text)
+        return None if mh is None else mh.hashvalues.astype(np.uint32)
+
     def add(self, key: Hashable, text: str, keep_if_duplicate: bool = False) -> tuple[Hashable, float] | None:
         """Index `key`'s text; return (earliest earlier key it nearly duplicates, estimated similarity) or None.
 
@@ -86,8 +91,16 @@ class NearDuplicateIndex:
         drops it, so later documents are compared with what was kept.
         """
         mh = self.signature(text)
-        if mh is None:
+        return None if mh is None else self._add(key, mh, keep_if_duplicate)
+
+    def add_values(self, key: Hashable, values: np.ndarray | None) -> tuple[Hashable, float] | None:
+        """`add` for a signature computed earlier by `values` (elsewhere: the merge of `prepare`'s tasks)."""
+        if values is None:
             return None
+        mh = type(self._template)(num_perm=len(values), hashvalues=values, scheme=SCHEME)
+        return self._add(key, mh, False)
+
+    def _add(self, key: Hashable, mh: MinHash, keep_if_duplicate: bool) -> tuple[Hashable, float] | None:
         if key in self._rank:
             raise ValueError(f"near-dedup: key {key!r} was already added")
         self._rank[key] = len(self._rank)

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
-from pretrain_trainer.curation.filters import CurationConfig
-from pretrain_trainer.curation.quality import QualityThresholds
 from pretrain_trainer.data.prepare import SPLITS, PrepareConfig, PrepareReport, kept_documents
-from pretrain_trainer.data.readers import ReadOptions, expand_inputs
+from pretrain_trainer.data.readers import expand_inputs
 from pretrain_trainer.data.shards import INDEX_NAME, ShardSet
 from pretrain_trainer.storage import StorageOptions, open_store
 from pretrain_trainer.tokenizer.load import LoadedTokenizer, load_tokenizer
@@ -36,25 +34,6 @@ def decoded_documents(shards: ShardSet, tok: LoadedTokenizer) -> Iterator[str]:
             yield tok.tokenizer.decode(ids, skip_special_tokens=False)
             start = int(end)
         base += info.num_tokens
-
-
-def config_from_settings(settings: dict, inputs: list[str], output: str) -> PrepareConfig:  # type: ignore[type-arg]
-    """The PrepareConfig recorded in an index's settings, reading `inputs` instead of the recorded ones."""
-    body = dict(settings)
-    known = {f.name for f in fields(PrepareConfig)}
-    unknown = set(body) - known
-    if unknown:
-        raise ValueError(f"{output}: index.json settings name unknown fields {sorted(unknown)}; re-run prepare")
-    body["read"] = ReadOptions(**body.get("read", {}))
-    curation = dict(body.get("curation", {}))
-    if curation.get("quality") is not None:
-        q = curation["quality"]
-        curation["quality"] = QualityThresholds(**{k: tuple(v) if isinstance(v, list) else v for k, v in q.items()})
-    curation["languages"] = tuple(curation.get("languages", ()))
-    body["curation"] = CurationConfig(**curation)
-    body["inputs"] = tuple(inputs)
-    body["output"] = output
-    return PrepareConfig(**body)
 
 
 @dataclass
@@ -134,7 +113,7 @@ def verify_against(
     """Compare every shard document of the prepare output at `uri` with what prepare keeps from `inputs`."""
     sets = _split_sets(uri, options)
     first = next(iter(sets.values()))
-    cfg = config_from_settings(first.index.settings, expand_inputs(inputs, "--against", options), uri)
+    cfg = PrepareConfig.from_settings(first.index.settings, expand_inputs(inputs, "--against", options), uri)
     tok = load_tokenizer(tokenizer or cfg.tokenizer, options, cfg.eos_token)
     if tok.fingerprint != first.index.tokenizer.fingerprint:
         raise ValueError(

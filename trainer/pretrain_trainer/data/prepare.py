@@ -15,12 +15,13 @@ import json
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 from tqdm import tqdm
 
 from pretrain_trainer.curation.filters import CurationConfig, CurationFilter, CurationLog
+from pretrain_trainer.curation.quality import QualityThresholds
 from pretrain_trainer.data.readers import Document, ReadOptions, expand_inputs, input_bytes, read_documents
 from pretrain_trainer.data.shards import DEFAULT_PAGE_BYTES, INDEX_NAME, ShardIndex, ShardWriter, TokenizerMeta
 from pretrain_trainer.storage import ObjectStore, StorageOptions, open_store
@@ -74,6 +75,25 @@ class PrepareConfig:
         body["inputs"] = list(self.inputs)
         return body
 
+    @classmethod
+    def from_settings(cls, settings: dict[str, object], inputs: Iterable[str] | None, output: str) -> PrepareConfig:
+        """The config `settings()` recorded (in an index, or in a task's part), writing to `output`; with `inputs`,
+        reading those instead of the recorded ones."""
+        body: dict = dict(settings)  # type: ignore[type-arg]
+        unknown = set(body) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"{output}: the recorded settings name unknown fields {sorted(unknown)}; re-run prepare")
+        body["read"] = ReadOptions(**body.get("read", {}))
+        curation = dict(body.get("curation", {}))
+        if curation.get("quality") is not None:
+            q = curation["quality"]
+            curation["quality"] = QualityThresholds(**{k: tuple(v) if isinstance(v, list) else v for k, v in q.items()})
+        curation["languages"] = tuple(curation.get("languages", ()))
+        body["curation"] = CurationConfig(**curation)
+        body["inputs"] = tuple(inputs if inputs is not None else body["inputs"])
+        body["output"] = output
+        return cls(**body)
+
 
 @dataclass
 class PrepareReport:
@@ -91,6 +111,8 @@ class PrepareReport:
     bytes_written: int = 0
     seconds: float = 0.0
     outputs: dict[str, str] = field(default_factory=dict)
+    tasks: list[dict[str, object]] = field(default_factory=list)
+    """Per task of `prepare --tasks` (merged): documents and bytes read, tokens, seconds."""
 
     @property
     def tokens_per_second(self) -> float:
@@ -122,6 +144,12 @@ class PrepareReport:
                     f"{split:<11}{self.kept[split]} documents, {self.tokens[split]} tokens, "
                     f"{self.shards[split]} shards -> {self.outputs[split]}"
                 )
+        for task in self.tasks:
+            seconds = float(task["seconds"])  # type: ignore[arg-type]
+            lines.append(
+                f"task {task['task_index']:<6}{task['documents_read']} documents, {task['tokens']} tokens in "
+                f"{seconds:.2f} s ({int(task['tokens']) / max(seconds, 1e-9):,.0f} tokens/s)"  # type: ignore[call-overload]
+            )
         lines.append(
             f"wrote      {self.bytes_written / 1e6:.2f} MB in {self.seconds:.2f} s "
             f"({self.tokens_per_second:,.0f} tokens/s)"
@@ -129,12 +157,12 @@ class PrepareReport:
         return "\n".join(lines)
 
 
-def _split_of(digest: bytes, fraction: float) -> str:
+def split_of(digest: bytes, fraction: float) -> str:
     # The first 8 bytes of the text's hash as a number in [0, 1): stable across runs, machines and orders.
     return "validation" if int.from_bytes(digest[:8], "big") / 2**64 < fraction else "train"
 
 
-def _batches(docs: Iterable[Document], size: int) -> Iterator[list[Document]]:
+def batches(docs: Iterable[Document], size: int) -> Iterator[list[Document]]:
     batch: list[Document] = []
     for doc in docs:
         batch.append(doc)
@@ -145,7 +173,7 @@ def _batches(docs: Iterable[Document], size: int) -> Iterator[list[Document]]:
         yield batch
 
 
-def _check_output(store: ObjectStore, overwrite: bool) -> None:
+def check_output(store: ObjectStore, overwrite: bool) -> None:
     for split in SPLITS:
         if store.exists(f"{split}/{INDEX_NAME}") and not overwrite:
             raise FileExistsError(
@@ -154,7 +182,7 @@ def _check_output(store: ObjectStore, overwrite: bool) -> None:
             )
 
 
-def _remove_stale(store: ObjectStore, index: ShardIndex) -> None:
+def remove_stale(store: ObjectStore, index: ShardIndex) -> None:
     live = {INDEX_NAME} | {n for s in index.shards for n in (s.name, s.crc_name, s.docs_name)}
     for obj in store.list(""):
         if obj.key not in live:
@@ -177,7 +205,7 @@ def kept_documents(
     curate = CurationFilter(cfg.curation) if cfg.curation.active else None
     log = curate.log if curate else CurationLog()
     seen: set[bytes] = set()
-    for batch in _batches(read_documents(files, cfg.read, storage), cfg.batch_documents):
+    for batch in batches(read_documents(files, cfg.read, storage), cfg.batch_documents):
         keep: list[tuple[str, str, bytes]] = []
         for doc in batch:
             raw = doc.text.encode()
@@ -201,7 +229,7 @@ def kept_documents(
             if len(enc.ids) < cfg.min_tokens:
                 log.drop("too_short", source, text, f"{len(enc.ids)} tokens")
                 continue
-            yield _split_of(digest, cfg.validation_fraction), source, text, enc.ids
+            yield split_of(digest, cfg.validation_fraction), source, text, enc.ids
     report.dropped.update(log.dropped)
     report.changed.update(log.changed)
     report.examples.update(log.examples)
@@ -213,7 +241,7 @@ def prepare(cfg: PrepareConfig, options: StorageOptions | None = None, progress:
     files = expand_inputs(cfg.inputs, storage=options)
     tok: LoadedTokenizer = load_tokenizer(cfg.tokenizer, options, cfg.eos_token)
     out = open_store(cfg.output, options)
-    _check_output(out, cfg.overwrite)
+    check_output(out, cfg.overwrite)
     meta = TokenizerMeta(tok.fingerprint, tok.vocab_size, tok.eos_token, tok.eos_id, tok.uri)
     splits = SPLITS if cfg.validation_fraction > 0 else SPLITS[:1]
     writers = {s: ShardWriter(out.child(s), meta, cfg.shard_tokens, cfg.page_bytes, cfg.settings()) for s in splits}
@@ -234,7 +262,7 @@ def prepare(cfg: PrepareConfig, options: StorageOptions | None = None, progress:
     for split, writer in writers.items():
         index = writer.close()
         if cfg.overwrite:
-            _remove_stale(writer.store, index)
+            remove_stale(writer.store, index)
         report.shards[split] = len(index.shards)
         report.bytes_written += sum(s.num_bytes for s in index.shards)
         report.outputs[split] = writer.store.uri
