@@ -22,10 +22,8 @@ SPEC = TokenizerTrainingSpec(model="bpe", vocab_size=1000)
 
 
 @pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tok")
-    save_tokenizer(trained(SPEC), SPEC, str(path))
-    return str(path)
+def tokenizer_dir(tmp_path_factory) -> str:
+    return save_tokenizer(trained(SPEC), SPEC, str(tmp_path_factory.mktemp("tok")))
 
 
 def _config(tokenizer_dir: str, output: Path, **kw) -> PrepareConfig:
