@@ -9,7 +9,7 @@ from pathlib import Path
 from pretrain_trainer.__main__ import add_job_arguments
 from pretrain_trainer.commands.registry import EXIT_FAILED_CHECK, CommandTree, default
 from pretrain_trainer.config import ModelSpec
-from pretrain_trainer.contract import EXIT_BAD_CONFIG, EXIT_PREEMPTED
+from pretrain_trainer.contract import EXIT_BAD_CONFIG, EXIT_PREEMPTED, EXIT_STALLED, EXIT_STORAGE_UNAVAILABLE
 from pretrain_trainer.launch import run_worker
 
 
@@ -112,7 +112,8 @@ def add_worker(tree: CommandTree) -> None:
         description="Read the node's place from PET_NNODES, PET_NODE_RANK, PET_NPROC_PER_NODE, PET_MASTER_ADDR and "
         "PET_MASTER_PORT (as torchrun does), wait until the rendezvous host resolves, then run the processes with "
         "torchrun's environment. Exits with the first failing process's code "
-        f"({EXIT_BAD_CONFIG}: bad config, {EXIT_PREEMPTED}: checkpointed after SIGTERM).",
+        f"({EXIT_BAD_CONFIG}: bad config, {EXIT_PREEMPTED}: checkpointed after SIGTERM, {EXIT_STORAGE_UNAVAILABLE}: "
+        f"object store unavailable, {EXIT_STALLED}: a rank stalled).",
     )
     worker.add_argument("--config", required=True, help="PretrainJob manifest (the pod's ConfigMap)")
     worker.add_argument(
