@@ -29,13 +29,13 @@ from pretrain_trainer.contract import (
 from pretrain_trainer.launch import run_local
 from pretrain_trainer.storage import open_store
 from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec
+from tests.support.checkout import checkout_pythonpath
 from tests.support.jobs import make_dataset, write_job
 from tests.support.kube_api import ApiServer
 from tests.support.kubelet import Kubelet
 from tests.support.operator_run import OperatorThread, wait_for
 from tests.support.s3 import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
 
-ROOT = Path(__file__).resolve().parents[2]
 PLANTED_TOKEN = "PlantedSessionToken-3b1f9c0d7e5a"
 PLANTED_SIGNING_KEY = "PlantedSigningKey-a41c77e2d09b"
 PLANTED_PASSWORD = "PlantedPassword-55e1d3c9"
@@ -73,7 +73,7 @@ def test_a_debug_run_leaves_no_credential_in_logs_summary_or_checkpoint_manifest
         PRETRAIN_CHECKPOINT_SIGNING_KEY: PLANTED_SIGNING_KEY,
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": checkout_pythonpath(),
         PRETRAIN_LOG_LEVEL: "DEBUG",
     }
     run_dir = tmp_path / "run"

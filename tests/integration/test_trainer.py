@@ -23,10 +23,9 @@ from pretrain_trainer.launch import run_local
 from pretrain_trainer.storage import open_store
 from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec
 from pretrain_trainer.trainer import Trainer
+from tests.support.checkout import checkout_pythonpath
 from tests.support.jobs import make_dataset, write_job
 from tests.support.s3 import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +47,7 @@ def child_env(s3, monkeypatch):
         "AWS_SECRET_ACCESS_KEY": TEST_SECRET_ACCESS_KEY,
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        # The checkout first (a developer's PYTHONPATH may point at a worktree's packages: keep it after ROOT).
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+        "PYTHONPATH": checkout_pythonpath(),
         "PRETRAIN_LOG_LEVEL": "WARNING",
     }
     for key, value in env.items():

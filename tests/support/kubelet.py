@@ -29,6 +29,7 @@ from typing import Any
 from pretrain_operator import naming
 from pretrain_trainer.contract import RENDEZVOUS_PORT
 from pretrain_trainer.launch import free_port
+from tests.support.checkout import checkout_pythonpath
 from tests.support.kube_api import ApiServer
 
 BIN = Path(sys.executable).parent
@@ -169,7 +170,12 @@ class Kubelet:
                 return str(root / value.lstrip("/"))
             return value
 
-        env = {"PATH": f"{BIN}:{os.environ.get('PATH', '')}", "HOME": str(root), **self.extra_env}
+        env = {
+            "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+            "HOME": str(root),
+            "PYTHONPATH": checkout_pythonpath(),
+            **self.extra_env,
+        }
         for item in container.get("env", []):
             if "value" in item:
                 value = item["value"]

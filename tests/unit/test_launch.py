@@ -9,13 +9,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from pretrain_trainer.launch import run_local, worker_env
+from tests.support.checkout import checkout_pythonpath
 
-ROOT = Path(__file__).resolve().parents[2]
 WORKER = "tests.support.echo_worker"
 
 JOB = """\
@@ -40,8 +39,7 @@ def job(tmp_path) -> str:
 
 def env_for_tests(**extra: str) -> dict[str, str]:
     """Make `-m tests.support.echo_worker` importable whatever the working directory."""
-    paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    return {"PYTHONPATH": os.pathsep.join(paths), **extra}
+    return {"PYTHONPATH": checkout_pythonpath(), **extra}
 
 
 def env_lines(text: str) -> dict[int, dict]:
