@@ -37,6 +37,7 @@ GROUPS = {
 #: Every command, in the order `pretrainjob --help` lists them: one line per command.
 COMMANDS = (
     tokenizer.add_tokenizer_train,
+    tokenizer.add_tokenizer_sample,
     tokenizer.add_tokenizer_audit,
     tokenizer.add_tokenizer_extend,
     data.add_prepare,

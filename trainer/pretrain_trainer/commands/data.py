@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from functools import partial
 from pathlib import Path
 
-from pretrain_trainer.commands.inputs import add_read_flags, read_options, storage_options
+from pretrain_trainer.commands.inputs import add_read_flags, add_task_flags, read_options, storage_options, task_index
 from pretrain_trainer.commands.registry import CommandTree
 from pretrain_trainer.commands.registry import default as default_of
-from pretrain_trainer.contract import JOB_COMPLETION_INDEX
 from pretrain_trainer.curation.filters import add_curation_flags, curation_config
 from pretrain_trainer.data.prepare import PrepareConfig
-
-
-def _task_index(args: argparse.Namespace) -> int:
-    if args.task_index is not None:
-        return int(args.task_index)
-    value = os.environ.get(JOB_COMPLETION_INDEX)
-    if value is None or not value.isdigit():
-        raise ValueError(
-            f"--task-index: give it with --tasks, or run in an Indexed Job (which sets {JOB_COMPLETION_INDEX}); "
-            f"got {JOB_COMPLETION_INDEX}={value!r}"
-        )
-    return int(value)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -38,8 +24,6 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     missing = [flag for flag, value in (("--tokenizer", args.tokenizer), ("--input", args.input)) if not value]
     if missing:
         raise ValueError(f"{' and '.join(missing)}: required for `prepare` (`prepare merge` needs only --output)")
-    if args.task_index is not None and args.tasks is None:
-        raise ValueError("--task-index: needs --tasks N")
     cfg = PrepareConfig(
         inputs=tuple(args.input),
         output=args.output,
@@ -54,10 +38,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         curation=curation_config(args),
         overwrite=args.overwrite,
     )
-    if args.tasks is not None:
+    if args.tasks is not None or args.task_index is not None:
         from pretrain_trainer.data.scatter import prepare_task
 
-        index = _task_index(args)
+        index = task_index(args)
         done = prepare_task(cfg, args.tasks, index, storage_options(args), progress)
         print(
             f"task {index} of {args.tasks}: {len(done['files'])} files, {done['documents_read']} documents, "
@@ -117,16 +101,7 @@ def add_prepare(tree: CommandTree) -> None:
     prep.add_argument("--eos-token", help="document separator (default: the tokenizer's EOS)")
     prep.add_argument("--overwrite", action="store_true", help="replace existing shard sets at --output")
     prep.add_argument("--no-progress", action="store_true", help="no progress bar")
-    prep.add_argument(
-        "--tasks",
-        type=int,
-        help="split the work into N tasks (files dealt by size); this process writes one task's part",
-    )
-    prep.add_argument(
-        "--task-index",
-        type=int,
-        help=f"which task, 0..N-1 (default: ${JOB_COMPLETION_INDEX}, set in the pods of an Indexed Job)",
-    )
+    add_task_flags(prep)
     prep.add_argument("--keep-parts", action="store_true", help="with merge: keep OUTPUT/parts/ afterwards")
     add_read_flags(prep)
     add_curation_flags(prep)

@@ -7,7 +7,14 @@ import json
 from functools import partial
 from pathlib import Path
 
-from pretrain_trainer.commands.inputs import add_read_flags, documents, storage_options
+from pretrain_trainer.commands.inputs import (
+    add_read_flags,
+    add_task_flags,
+    documents,
+    read_options,
+    storage_options,
+    task_index,
+)
 from pretrain_trainer.commands.registry import EXIT_FAILED_CHECK, CommandTree, default
 from pretrain_trainer.tokenizer.audit import audit_tokenizer
 from pretrain_trainer.tokenizer.extend import candidates
@@ -26,7 +33,13 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
         strip_accents=args.strip_accents,
         min_frequency=args.min_frequency,
     )
-    tok = train_tokenizer((d.text for d in documents(args, args.input)), spec)
+    if args.sample_bytes is not None:
+        from pretrain_trainer.data.sample import sampled_documents
+
+        docs = sampled_documents(args.input, args.sample_bytes, read_options(args), storage_options(args))
+    else:
+        docs = documents(args, args.input)
+    tok = train_tokenizer((d.text for d in docs), spec)
     uri = save_tokenizer(tok, spec, args.output, storage_options(args))
     print(f"trained {spec.model} tokenizer: {tok.get_vocab_size()} tokens ({spec.objective} special tokens) -> {uri}")
     return 0
@@ -42,6 +55,13 @@ def add_tokenizer_train(tree: CommandTree) -> None:
     )
     spec_default = partial(default, TokenizerTrainingSpec)
     train.add_argument("--input", nargs="+", required=True, metavar="PATH", help="files, folders or globs")
+    train.add_argument(
+        "--sample-bytes",
+        type=float,
+        metavar="BYTES",
+        help="train on a deterministic sample of about this many bytes of text (e.g. 2e9), chosen by a hash of each "
+        "document; `tokenizer sample` makes the same sample on many pods",
+    )
     train.add_argument(
         "--model", default=spec_default("model"), choices=MODELS, help="bpe is byte-level and lossless (default)"
     )
@@ -175,3 +195,31 @@ def add_tokenizer_extend(tree: CommandTree) -> None:
         "--output", required=True, help="folder or URI prefix for tokenizer.json (and the base's tokenizer_config.json)"
     )
     add_read_flags(extend)
+
+
+def cmd_tokenizer_sample(args: argparse.Namespace) -> int:
+    from pretrain_trainer.data.sample import write_sample_task
+
+    split = args.tasks is not None or args.task_index is not None
+    tasks, index = (args.tasks, task_index(args)) if split else (1, 0)
+    documents_written, written = write_sample_task(
+        args.input, args.bytes, args.output, tasks, index, read_options(args), storage_options(args)
+    )
+    print(f"task {index} of {tasks}: sampled {documents_written} documents, {written / 1e6:.2f} MB -> {args.output}")
+    return 0
+
+
+def add_tokenizer_sample(tree: CommandTree) -> None:
+    sample = tree.add(
+        "tokenizer sample",
+        cmd_tokenizer_sample,
+        help="write a deterministic sample of a corpus for `tokenizer train`, split over tasks",
+        description="Keep each document whose salted text hash falls below BYTES / corpus size (the same choice as "
+        "`tokenizer train --sample-bytes`), writing one sample-NNNNNN.jsonl per input file to --output. With "
+        "--tasks N each task (or Indexed Job pod) samples its share of the files; then train on --output.",
+    )
+    sample.add_argument("--input", nargs="+", required=True, metavar="PATH", help="files, folders, globs or s3:// URIs")
+    sample.add_argument("--bytes", type=float, required=True, help="about how many bytes of text to keep, e.g. 2e9")
+    sample.add_argument("--output", required=True, help="folder or s3:// prefix for the sample files")
+    add_task_flags(sample)
+    add_read_flags(sample)
