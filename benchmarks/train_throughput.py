@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import AutoModelForCausalLM
 
 from pretrain_trainer.bundled_corpus import load_bundled_documents
 from pretrain_trainer.config import Job, parse_job
@@ -316,7 +317,7 @@ def run_hf(args: argparse.Namespace, job: Job, windows: np.ndarray, device: torc
     spec = job.spec
     tok = load_tokenizer(spec.tokenizer.uri, StorageOptions.from_spec(spec.storage))
     torch.manual_seed(spec.training.seed)  # as Trainer.__init__ does before build_model: the same initial weights
-    model, info = build_model(spec.model, "clm", tok.tokenizer, tok.model_token_ids())
+    model, info = build_model(spec.model, AutoModelForCausalLM, tok.tokenizer, tok.model_token_ids())
     ends: list[float] = []
     losses: list[torch.Tensor] = []
 

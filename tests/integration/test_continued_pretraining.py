@@ -128,7 +128,7 @@ def test_extend_vocab_grows_the_embeddings_keeps_old_rows_and_starts_new_rows_at
     base, old = gpt_checkpoint.base, gpt_checkpoint.embeddings
     old_size, new_size = old.shape[0], extended.tokenizer.get_vocab_size()
     model, info = build_model(
-        _pretrained(gpt_checkpoint.uri, extend_vocab=True), "clm", extended.tokenizer, _special(base), s3
+        _pretrained(gpt_checkpoint.uri, extend_vocab=True), AutoModelForCausalLM, extended.tokenizer, _special(base), s3
     )
     weight = model.get_input_embeddings().weight
     assert weight.shape == (new_size, old.shape[1])
@@ -158,7 +158,9 @@ def test_new_rows_of_words_with_latin1_letters_start_from_the_word_not_its_garbl
     base, old = gpt_checkpoint.base, gpt_checkpoint.embeddings
     words = ["Örebro", "Växjö", "Straße"]
     tok = extend_tokenizer(base, words)
-    model, _ = build_model(_pretrained(gpt_checkpoint.uri, extend_vocab=True), "clm", tok, _special(base), s3)
+    model, _ = build_model(
+        _pretrained(gpt_checkpoint.uri, extend_vocab=True), AutoModelForCausalLM, tok, _special(base), s3
+    )
     weight = model.get_input_embeddings().weight
     for word in words:
         pieces = base.encode(word, add_special_tokens=False).ids
@@ -199,7 +201,9 @@ def test_a_job_with_extend_vocab_continues_pretraining_and_exports_the_extended_
 
 def test_a_larger_tokenizer_without_extend_vocab_is_refused(gpt_checkpoint, extended, s3):
     with pytest.raises(ValueError, match=r"spec\.model\.extendVocab") as err:
-        build_model(_pretrained(gpt_checkpoint.uri), "clm", extended.tokenizer, _special(extended.tokenizer), s3)
+        build_model(
+            _pretrained(gpt_checkpoint.uri), AutoModelForCausalLM, extended.tokenizer, _special(extended.tokenizer), s3
+        )
     assert f"{extended.tokenizer.get_vocab_size()} tokens" in str(err.value)
 
 
@@ -211,7 +215,7 @@ def test_a_tokenizer_that_moves_old_ids_is_refused(gpt_checkpoint, s3, extend_vo
     assert other.get_vocab_size() == size
     spec = _pretrained(gpt_checkpoint.uri, extend_vocab=extend_vocab)
     with pytest.raises(ValueError, match=r"spec\.tokenizer\.uri") as err:
-        build_model(spec, "clm", other, _special(other), s3)
+        build_model(spec, AutoModelForCausalLM, other, _special(other), s3)
     assert gpt_checkpoint.uri in str(err.value)
     assert "pretrainjob tokenizer extend" in str(err.value)
 
@@ -220,11 +224,11 @@ def test_model_from_a_folder_without_config_json_names_the_uri(gpt_checkpoint, s
     uri = f"{BUCKET}/models/not-a-checkpoint"
     open_store(uri, s3).write("tokenizer.json", gpt_checkpoint.base.to_str().encode())
     with pytest.raises(FileNotFoundError, match=r"config\.json") as err:
-        build_model(_pretrained(uri), "clm", gpt_checkpoint.base, _special(gpt_checkpoint.base), s3)
+        build_model(_pretrained(uri), AutoModelForCausalLM, gpt_checkpoint.base, _special(gpt_checkpoint.base), s3)
     assert uri in str(err.value)
     empty = f"{BUCKET}/models/nothing-here"
     with pytest.raises(FileNotFoundError, match=r"config\.json") as err:
-        build_model(_pretrained(empty), "clm", gpt_checkpoint.base, _special(gpt_checkpoint.base), s3)
+        build_model(_pretrained(empty), AutoModelForCausalLM, gpt_checkpoint.base, _special(gpt_checkpoint.base), s3)
     assert empty in str(err.value)
 
 

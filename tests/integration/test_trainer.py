@@ -130,7 +130,7 @@ def test_causal_lm_loss_at_step_zero_equals_the_loss_transformers_computes(gpt_d
     with trainer._loader(trainer.train_set, 0, train=True) as loader:
         window = torch.from_numpy(next(loader))
     batch = trainer._batch(window, 0)
-    ours = trainer._forward_loss_sum(batch) / batch["labels"].numel()
+    ours = trainer._forward(batch).sums["lm"] / batch["labels"].numel()
     theirs = trainer.raw_model(input_ids=window, labels=window).loss
     assert ours.item() == pytest.approx(theirs.item(), rel=1e-6)
 

@@ -13,10 +13,11 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, PreTrainedModel
+from transformers import AutoConfig, PreTrainedModel
 
 from pretrain_trainer.config import ModelSpec
 from pretrain_trainer.storage import StorageOptions, open_store
@@ -32,10 +33,6 @@ class ModelInfo:
     vocab_size: int
     extended_from: int | None = None
     """The checkpoint's vocabulary size, when the vocabulary was extended."""
-
-
-def _auto_class(objective: str) -> type:
-    return AutoModelForMaskedLM if objective == "mlm" else AutoModelForCausalLM
 
 
 def download_folder(uri: str, options: StorageOptions | None, into: Path) -> Path:
@@ -61,16 +58,14 @@ def _config_kwargs(model: PreTrainedModel) -> dict[str, int]:
     }
 
 
-def build_scratch(
-    spec: ModelSpec, objective: str, tokenizer: Tokenizer, special: dict[str, int | None]
-) -> PreTrainedModel:
+def scratch_config(spec: ModelSpec, tokenizer: Tokenizer, special: dict[str, int | None]) -> Any:
+    """The transformers config of a new model: the spec's overrides, the tokenizer's size and special ids."""
     overrides = dict(spec.config)
     overrides["vocab_size"] = tokenizer.get_vocab_size(with_added_tokens=True)
     for role in ("pad", "bos", "eos"):
         if special.get(role) is not None:
             overrides.setdefault(f"{role}_token_id", special[role])
-    config = AutoConfig.for_model(spec.architecture, **overrides)
-    return _auto_class(objective).from_config(config, attn_implementation="sdpa")
+    return AutoConfig.for_model(spec.architecture, **overrides)
 
 
 def _new_rows(base: Tokenizer, job: Tokenizer, old_size: int, embeddings: torch.Tensor) -> dict[int, torch.Tensor]:
@@ -98,23 +93,23 @@ def _check_superset(base: Tokenizer, job: Tokenizer, uri: str) -> None:
         )
 
 
-def build_pretrained(
-    spec: ModelSpec, objective: str, tokenizer: Tokenizer, options: StorageOptions | None
+def load_folder(
+    folder: Path, auto_class: type, spec: ModelSpec, tokenizer: Tokenizer
 ) -> tuple[PreTrainedModel, int | None]:
-    with tempfile.TemporaryDirectory(prefix="pretrained-") as tmp:
-        folder = download_folder(spec.from_, options, Path(tmp))
-        # Weights from safetensors only (a pickled .bin could run code) and never the folder's own model code.
-        try:
-            model = _auto_class(objective).from_pretrained(
-                folder, attn_implementation="sdpa", use_safetensors=True, trust_remote_code=False
-            )
-        except OSError as err:
-            raise ValueError(
-                f"spec.model.from: {spec.from_}: {err}; only safetensors weights are loaded (save_pretrained writes "
-                "them by default)"
-            ) from None
-        base_file = folder / "tokenizer.json"
-        base = Tokenizer.from_file(str(base_file)) if base_file.exists() else None
+    """A model from a local Hugging Face folder, its vocabulary checked against (and if asked, extended to) the
+    job's tokenizer; returns it and the vocabulary size it was extended from (None: not extended)."""
+    # Weights from safetensors only (a pickled .bin could run code) and never the folder's own model code.
+    try:
+        model = auto_class.from_pretrained(
+            folder, attn_implementation="sdpa", use_safetensors=True, trust_remote_code=False
+        )
+    except OSError as err:
+        raise ValueError(
+            f"spec.model.from: {spec.from_}: {err}; only safetensors weights are loaded (save_pretrained writes "
+            "them by default)"
+        ) from None
+    base_file = folder / "tokenizer.json"
+    base = Tokenizer.from_file(str(base_file)) if base_file.exists() else None
     old_size = model.get_input_embeddings().weight.shape[0]
     new_size = tokenizer.get_vocab_size(with_added_tokens=True)
     if base is not None:  # also without extension: a same-size tokenizer with other ids would scramble the model
@@ -143,24 +138,32 @@ def build_pretrained(
 
 def build_model(
     spec: ModelSpec,
-    objective: str,
+    auto_class: type,
     tokenizer: Tokenizer,
     special: dict[str, int | None],
     options: StorageOptions | None = None,
 ) -> tuple[PreTrainedModel, ModelInfo]:
-    """The model for this job on the CPU, in fp32, with SDPA attention; the trainer moves and wraps it."""
+    """The model for this job on the CPU, in fp32, with SDPA attention; the trainer moves and wraps it.
+
+    `auto_class` is the objective's transformers class (AutoModelForCausalLM, AutoModelForMaskedLM, ...)."""
     extended_from = None
     if spec.init == "scratch":
-        model = build_scratch(spec, objective, tokenizer, special)
+        model = auto_class.from_config(scratch_config(spec, tokenizer, special), attn_implementation="sdpa")
     else:
-        model, extended_from = build_pretrained(spec, objective, tokenizer, options)
-    info = ModelInfo(
+        with tempfile.TemporaryDirectory(prefix="pretrained-") as tmp:
+            folder = download_folder(spec.from_, options, Path(tmp))
+            model, extended_from = load_folder(folder, auto_class, spec, tokenizer)
+    return model, model_info(model, model, extended_from)
+
+
+def model_info(model: torch.nn.Module, main: PreTrainedModel, extended_from: int | None = None) -> ModelInfo:
+    """Sizes of `model` (every parameter once) with the depth, width and vocabulary of its `main` network."""
+    return ModelInfo(
         num_params=sum(p.numel() for p in model.parameters()),
-        vocab_size=model.get_input_embeddings().weight.shape[0],
+        vocab_size=main.get_input_embeddings().weight.shape[0],
         extended_from=extended_from,
-        **_config_kwargs(model),
+        **_config_kwargs(main),
     )
-    return model, info
 
 
 def max_positions(model: PreTrainedModel) -> int | None:

@@ -7,6 +7,8 @@ FSDP average gradients over ranks. A 1-process and a 2-process run of the same j
 curve, and masked LM (whose label count varies) is weighted per token, not per micro batch.
 
 Masking is seeded per sample by its global position, so masks do not depend on the world size or on restarts.
+The objective (`objectives.build_objective`) builds the model, the batches and the loss parts; the loop is the same
+for all of them.
 """
 
 from __future__ import annotations
@@ -23,23 +25,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from pretrain_trainer import distributed
-from pretrain_trainer.batches import job_loader, objective_batch
+from pretrain_trainer.batches import job_loader
 from pretrain_trainer.checkpoint import CheckpointManager
 from pretrain_trainer.config import ConfigError, Job, PretrainJobSpec, to_dict
 from pretrain_trainer.data.loader import StreamingLoader
 from pretrain_trainer.data.shards import ShardSet
 from pretrain_trainer.distributed import DistEnv
 from pretrain_trainer.metrics import StepMetrics, TrainerMetrics, all_reduce_sum, model_flops_per_token, peak_flops
-from pretrain_trainer.model import build_model, max_positions
-from pretrain_trainer.objectives import MaskingConfig
+from pretrain_trainer.model import max_positions
+from pretrain_trainer.objectives import build_objective
+from pretrain_trainer.objectives.base import ForwardOutput
 from pretrain_trainer.optim import build_optimizer, build_scheduler
 from pretrain_trainer.preflight import check_data, check_token_ids, model_config_problems
 from pretrain_trainer.storage import StorageOptions
-from pretrain_trainer.token_roles import TokenRoles, require_mask
+from pretrain_trainer.token_roles import TokenRoles
 from pretrain_trainer.tokenizer.load import LoadedTokenizer, load_tokenizer
 from pretrain_trainer.watchdog import HeartbeatBoard, StallWatchdog, exit_stalled
 
@@ -66,6 +68,21 @@ class Summary:
     losses: list[float] = field(default_factory=list)
 
 
+@dataclass
+class StepResult:
+    loss: float
+    grad_norm: float
+    stop: bool
+    """Whether any rank was asked to stop."""
+    metrics: dict[str, float]
+    """The objective's own per-step numbers (`Objective.metrics`)."""
+
+
+def _accumulate(into: dict[str, float], values: dict[str, float]) -> None:
+    for key, value in values.items():
+        into[key] = into.get(key, 0.0) + value
+
+
 class StopFlag:
     """Set by SIGTERM (preemption, suspend, pod deletion): finish the step, checkpoint, exit."""
 
@@ -89,7 +106,6 @@ class Trainer:
             raise ConfigError(problems)
         self.device = distributed.init(env, collective_timeout_s=2.0 * self.spec.training.stall_timeout_seconds)
         self.options = StorageOptions.from_spec(self.spec.storage)
-        self.causal = self.spec.objective.type == "clm"
         self.seq = self.spec.data.sequence_length
         self.global_samples = self.spec.training.batch_samples(self.seq)
         self.micro = self.spec.training.micro_batch_size
@@ -100,14 +116,7 @@ class Trainer:
                 f"{self.micro} over a world of {env.world_size}"
             )
         self.tokenizer: LoadedTokenizer = load_tokenizer(self.spec.tokenizer.uri, self.options)
-        self.roles = TokenRoles.from_tokenizer(self.tokenizer.tokenizer)
-        self.masking = None
-        if not self.causal:
-            try:
-                require_mask(self.roles)
-            except ValueError as err:
-                raise ValueError(f"spec.tokenizer.uri: {self.tokenizer.uri}: {err}") from err
-            self.masking = MaskingConfig.from_spec(self.spec.objective.mlm)
+        self.objective = build_objective(self.spec, TokenRoles.from_tokenizer(self.tokenizer.tokenizer))
         # Open the data before building the model: a wrong URI or tokenizer fails in seconds, not minutes.
         self.train_set = ShardSet.open(self.spec.data.train, self.options, self.tokenizer.fingerprint)
         self.val_set = (
@@ -119,7 +128,7 @@ class Trainer:
             self.train_set,
             self.val_set,
             sequence_length=self.seq,
-            causal=self.causal,
+            causal=self.objective.causal,
             global_batch_samples=self.global_samples,
             eval_batches=self.spec.training.eval_batches,
             vocab_size=self.tokenizer.vocab_size,
@@ -136,12 +145,8 @@ class Trainer:
             else None
         )
         torch.manual_seed(self.spec.training.seed)
-        model, self.info = build_model(
-            self.spec.model,
-            self.spec.objective.type,
-            self.tokenizer.tokenizer,
-            self.tokenizer.model_token_ids(),
-            self.options,
+        model, self.info = self.objective.build_model(
+            self.tokenizer.tokenizer, self.tokenizer.model_token_ids(), self.options
         )
         positions = max_positions(model)
         if positions is not None and self.seq > positions:
@@ -204,34 +209,33 @@ class Trainer:
     # --------------------------------------------------------------------------------------------- one step
 
     def _batch(self, window: torch.Tensor, first_position: int) -> dict[str, torch.Tensor]:
-        return objective_batch(window, first_position, self.spec.training.seed, self.roles, self.masking)
+        return self.objective.batch(window, first_position)
 
-    def _forward_loss_sum(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _forward(self, batch: dict[str, torch.Tensor]) -> ForwardOutput:
         ctx = (
             torch.autocast(self.device.type, dtype=self.autocast)
             if self.autocast is not None
             else contextlib.nullcontext()
         )
         with ctx:
-            logits = self.model(input_ids=batch["input_ids"].to(self.device)).logits
-        labels = batch["labels"].to(self.device)
-        return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum")
+            return self.objective.forward(self.model, {k: v.to(self.device) for k, v in batch.items()})
 
-    def train_step(self, window: torch.Tensor, first_position: int, stop_requested: bool) -> tuple[float, float, bool]:
-        """One optimizer step on this rank's part of a global batch; returns (loss, grad norm, whether any rank
-        was asked to stop). The stop flag rides on the loss all-reduce, so agreeing on it costs no extra collective."""
+    def train_step(self, window: torch.Tensor, first_position: int, stop_requested: bool) -> StepResult:
+        """One optimizer step on this rank's part of a global batch. The stop flag rides on the loss all-reduce,
+        so agreeing on it costs no extra collective."""
         batch = self._batch(window, first_position)
-        total = max(1.0, all_reduce_sum({"labels": float((batch["labels"] != -100).sum())})["labels"])
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        totals = all_reduce_sum(self.objective.counts(batch))
+        sums: dict[str, float] = {}
         self.model.train()
         for i in range(self.accum):
             micro = {k: v[i * self.micro : (i + 1) * self.micro] for k, v in batch.items()}
             last = i == self.accum - 1
             sync = contextlib.nullcontext() if last or not hasattr(self.model, "no_sync") else self.model.no_sync()
             with sync:
-                micro_loss = self._forward_loss_sum(micro)
-                (micro_loss * (self.env.world_size / total)).backward()
-            loss_sum += micro_loss.detach().double()
+                out = self._forward(micro)
+                (self.objective.loss(out.sums, totals) * self.env.world_size).backward()
+            _accumulate(sums, {k: v.detach().double().item() for k, v in out.sums.items()})
+            _accumulate(sums, {f"stat:{k}": v for k, v in out.stats.items()})
         clip = self.spec.optimizer.grad_clip
         grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), clip if clip > 0 else float("inf"))
         if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor sharded like the parameters
@@ -239,8 +243,15 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        reduced = all_reduce_sum({"loss_sum": loss_sum.item(), "stop": float(stop_requested)})
-        return reduced["loss_sum"] / total, float(grad_norm), reduced["stop"] > 0
+        reduced = all_reduce_sum({**sums, "stop": float(stop_requested)})
+        parts = {k: v for k, v in reduced.items() if k in self.objective.weights}
+        stats = {k.removeprefix("stat:"): v for k, v in reduced.items() if k.startswith("stat:")}
+        return StepResult(
+            self.objective.loss(parts, totals),
+            float(grad_norm),
+            reduced["stop"] > 0,
+            self.objective.metrics(parts, totals, stats),
+        )
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float] | None:
@@ -248,7 +259,7 @@ class Trainer:
         if self.val_set is None:
             return None
         self.model.eval()
-        loss_sum, labels = 0.0, 0.0
+        sums: dict[str, float] = {}
         with self._loader(self.val_set, 0, train=False) as loader:
             for n, window in enumerate(loader):
                 if n >= self.spec.training.eval_batches:
@@ -256,15 +267,19 @@ class Trainer:
                 position = n * self.global_samples + self.env.rank * window.shape[0]
                 check_token_ids(window, self.tokenizer.vocab_size, f"spec.data.validation: {self.val_set.store.uri}")
                 batch = self._batch(torch.from_numpy(window), position)
+                _accumulate(sums, {f"count:{k}": v for k, v in self.objective.counts(batch).items()})
                 for i in range(0, window.shape[0], self.micro):
                     micro = {k: v[i : i + self.micro] for k, v in batch.items()}
-                    loss_sum += self._forward_loss_sum(micro).item()
-                    labels += float((micro["labels"] != -100).sum())
-        reduced = all_reduce_sum({"loss_sum": loss_sum, "labels": labels})
-        if reduced["labels"] == 0:
+                    _accumulate(sums, {k: v.double().item() for k, v in self._forward(micro).sums.items()})
+        # Every rank sends every key (a rank with no validation batch sends zeros), in the same order.
+        keys = [*self.objective.weights, *(f"count:{k}" for k in self.objective.weights)]
+        reduced = all_reduce_sum({k: sums.get(k, 0.0) for k in keys})
+        counts = {k: reduced[f"count:{k}"] for k in self.objective.weights}
+        lm = self.objective.lm_part
+        if counts[lm] == 0:
             return None
-        loss = reduced["loss_sum"] / reduced["labels"]
-        return loss, math.exp(min(loss, 50.0))
+        loss = self.objective.loss({k: reduced[k] for k in self.objective.weights}, counts)
+        return loss, math.exp(min(reduced[lm] / counts[lm], 50.0))
 
     # ---------------------------------------------------------------------------------------------- the run
 
@@ -354,18 +369,17 @@ class Trainer:
                 batch = next(loader)
                 check_token_ids(batch, self.tokenizer.vocab_size, f"spec.data.train: {self.train_set.store.uri}")
                 window = torch.from_numpy(batch)
-                loss, grad_norm, stop = self.train_step(window, position, self.stop.requested)
+                result = self.train_step(window, position, self.stop.requested)
                 step += 1
                 step_tokens = self.global_samples * self.seq
                 tokens_seen += step_tokens
                 tokens_this_run += step_tokens
-                summary.losses.append(loss)
+                summary.losses.append(result.loss)
                 watchdog.beat(step)
                 seconds = time.perf_counter() - t0
                 self._record(
                     step,
-                    loss,
-                    grad_norm,
+                    result,
                     seconds,
                     loader.wait_seconds - wait0,
                     self.train_set.bytes_read - read0,
@@ -378,7 +392,7 @@ class Trainer:
                 if spec.training.eval_every_steps and step % spec.training.eval_every_steps == 0:
                     self._record_eval(step, summary)
                     watchdog.beat(step)
-                if stop:
+                if result.stop:
                     summary.preempted = True
                     break
             if self.checkpoints is not None and last_saved != step:
@@ -400,8 +414,9 @@ class Trainer:
         return summary
 
     def _record(
-        self, step: int, loss: float, grad_norm: float, seconds: float, waited: float, bytes_read: int, tokens: int
+        self, step: int, result: StepResult, seconds: float, waited: float, bytes_read: int, tokens: int
     ) -> None:
+        loss, grad_norm = result.loss, result.grad_norm
         tps = tokens / seconds
         mfu = self.flops_per_token * tps / (self.peak * self.env.world_size) if self.peak else None
         lr = self.scheduler.get_last_lr()[0]
@@ -432,6 +447,7 @@ class Trainer:
                     "mfu": mfu,
                     "step_seconds": seconds,
                     "data_wait_seconds": waited,
+                    **result.metrics,
                 }
             )
         if self.env.is_main and (step % self.spec.training.log_every_steps == 0 or step == 1):

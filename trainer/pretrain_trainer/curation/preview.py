@@ -1,7 +1,7 @@
 """`pretrainjob data preview JOB.yaml --samples N`: the first N training samples exactly as the trainer builds them.
 
 "Check out the masks": the samples come from the job's own loader (`batches.job_loader`, the training order from
-global position 0) and the objective's own batch code (`batches.objective_batch`, with the per-sample masking
+global position 0) and the objective's own batch code (`Objective.batch`, with the per-sample masking
 seeds of training), decoded through the job's tokenizer. Causal LM shows each window with its document
 boundaries (EOS); masked LM shows every chosen position with its label beside it:
 
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import torch
 
-from pretrain_trainer.batches import is_causal, job_loader, objective_batch
+from pretrain_trainer.batches import is_causal, job_loader
 from pretrain_trainer.config import Job
 from pretrain_trainer.data.shards import ShardSet
-from pretrain_trainer.objectives import IGNORE_INDEX, MaskingConfig
+from pretrain_trainer.objectives import IGNORE_INDEX, build_objective
 from pretrain_trainer.storage import StorageOptions
 from pretrain_trainer.token_roles import TokenRoles, require_mask
 from pretrain_trainer.tokenizer.load import LoadedTokenizer, load_tokenizer
@@ -45,18 +45,15 @@ def preview_samples(job: Job, samples: int) -> tuple[list[PreviewSample], Loaded
     spec = job.spec
     options = StorageOptions.from_spec(spec.storage)
     tok = load_tokenizer(spec.tokenizer.uri, options)
-    roles = masking = None
-    if not is_causal(spec):
-        roles = TokenRoles.from_tokenizer(tok.tokenizer)
-        require_mask(roles)
-        masking = MaskingConfig.from_spec(spec.objective.mlm)
+    roles = None if is_causal(spec) else TokenRoles.from_tokenizer(tok.tokenizer)
+    objective = build_objective(spec, roles)
     shards = ShardSet.open(spec.data.train, options, tok.fingerprint)
     out: list[PreviewSample] = []
     with job_loader(spec, shards) as loader:
         while len(out) < samples:
             position = loader.samples_consumed
             window = torch.from_numpy(next(loader))
-            batch = objective_batch(window, position, spec.training.seed, roles, masking)
+            batch = objective.batch(window, position)
             for row in range(window.shape[0]):
                 out.append(
                     PreviewSample(position + row, batch["input_ids"][row].tolist(), batch["labels"][row].tolist())

@@ -1,4 +1,4 @@
-"""Training objectives: turn the loader's token windows into model inputs and labels.
+"""Token-level batch building shared by the objectives: causal-LM shifting and masked-LM target selection.
 
 Causal LM (`causal_lm_batch`): a window of L + 1 tokens gives inputs `window[:, :-1]` and labels `window[:, 1:]`,
 already shifted. Labels follow the Hugging Face convention of -100 for "no loss" (never produced here: packed
@@ -315,3 +315,27 @@ def masked_lm_batch(
     """
     input_ids, labels = mask_tokens(window, roles, cfg, generator)
     return {"input_ids": input_ids, "labels": labels, "attention_mask": torch.ones_like(input_ids)}
+
+
+def sample_generator(training_seed: int, position: int, stream: int = 0) -> torch.Generator:
+    """The generator of the sample at global `position`: masks follow the sample, not the rank or run.
+
+    `stream` separates independent draws for the same sample (0: its mask; ELECTRA's generator sampling uses 1).
+    torch's CPU generator keeps only the low 32 bits of a seed, so `seed * 2**40 + position` (an old formula)
+    gave every training seed the same masks; SeedSequence mixes the numbers into the 32 bits that count.
+    """
+    entropy = [training_seed, position] if stream == 0 else [training_seed, position, stream]
+    mixed = np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint32)[0]
+    return torch.Generator().manual_seed(int(mixed))
+
+
+def masked_rows(
+    window: torch.Tensor, first_position: int, training_seed: int, roles: TokenRoles, cfg: MaskingConfig
+) -> dict[str, torch.Tensor]:
+    """`masked_lm_batch` of rows at global positions first_position, first_position + 1, ..., each masked by its
+    own `sample_generator`, so a row's mask does not depend on the batch it is read in."""
+    parts = [
+        masked_lm_batch(window[row : row + 1], roles, cfg, sample_generator(training_seed, first_position + row))
+        for row in range(window.shape[0])
+    ]
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
