@@ -6,7 +6,8 @@ What it does, in order, all with `kubectl --context kind-<cluster>`:
 1. applies the CRD (crds/, server-side) and the chart rendered offline by helm-python-sdk (Helm's own engine)
    with the images under test, and waits for the operator Deployment;
 2. applies examples/kind/minio.yaml (MinIO and the `s3-credentials` Secret) in the job namespace;
-3. runs examples/kind/prepare-data-job.yaml (bucket, tokenizer and shards in MinIO) and waits for it to complete;
+3. runs the Jobs of examples/kind/prepare-data-job.yaml one after the other, each to completion: setup (bucket,
+   corpus and tokenizer in MinIO), the Indexed Job of `prepare --tasks 2`, and the merge into the shard sets;
 4. applies examples/tiny-cpu/pretrainjob.yaml (2 workers × 1 process) with a fresh checkpoint prefix and waits
    for `.status.phase == Succeeded`;
 5. checks the status (step == maxSteps, a last checkpoint) and reads the final checkpoint's MANIFEST.json from
@@ -270,8 +271,13 @@ def store(kube: Kube) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def tiny_data(kube: Kube, store: dict[str, str]) -> None:
-    """The prepare-data Job, with the trainer image under test, run to completion."""
-    job = yaml.safe_load((EXAMPLES / "kind" / "prepare-data-job.yaml").read_text())
+    """The prepare-data Jobs (setup, Indexed Job of prepare tasks, merge), with the trainer image under test, each
+    run to completion before the next."""
+    for job in yaml.safe_load_all((EXAMPLES / "kind" / "prepare-data-job.yaml").read_text()):
+        _run_to_completion(kube, job)
+
+
+def _run_to_completion(kube: Kube, job: dict[str, Any]) -> None:
     name = job["metadata"]["name"]
     for container in job["spec"]["template"]["spec"]["containers"]:
         container["image"] = TRAINER_IMAGE

@@ -14,8 +14,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
+from kubernetes_validate.utils import latest_version
 
 from pretrain_trainer.cli import build_parser
 from pretrain_trainer.config import ConfigError, Job, parse_job
@@ -152,12 +154,13 @@ def test_tiny_cpu_job_reads_the_store_and_data_that_the_kind_manifests_provide()
     root_env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
     assert {ref["name"] for ref in root_env.values()} == {"s3-credentials"}, "MinIO's root user is the job's key"
 
-    prepare = documents(EXAMPLES / "kind" / "prepare-data-job.yaml")[0]
-    (worker,) = prepare["spec"]["template"]["spec"]["containers"]
-    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in worker["env"]}
-    assert env["AWS_ENDPOINT_URL"] == job.storage.endpoint
-    assert env["AWS_ACCESS_KEY_ID"]["secretKeyRef"]["name"] == job.storage.credentials_secret
-    script = " ".join(worker["args"])
+    script = ""
+    for prepare in documents(EXAMPLES / "kind" / "prepare-data-job.yaml"):
+        (worker,) = prepare["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value", e.get("valueFrom")) for e in worker["env"]}
+        assert env["AWS_ENDPOINT_URL"] == job.storage.endpoint
+        assert env["AWS_ACCESS_KEY_ID"]["secretKeyRef"]["name"] == job.storage.credentials_secret
+        script += " ".join(worker["args"])
     tokenizer_out = re.search(r"tokenizer train .*?--output (\S+)", script, re.S).group(1)
     data_out = re.search(r"pretrainjob prepare .*?--output (\S+)", script, re.S).group(1)
     assert job.tokenizer.uri == tokenizer_out
@@ -167,12 +170,29 @@ def test_tiny_cpu_job_reads_the_store_and_data_that_the_kind_manifests_provide()
     assert f"ensure_bucket('s3://{bucket}'" in script, "the Job creates the bucket the job writes to"
 
 
-def test_kind_data_preparation_job_runs_as_a_non_root_batch_job():
-    (job,) = documents(EXAMPLES / "kind" / "prepare-data-job.yaml")
-    assert (job["apiVersion"], job["kind"]) == ("batch/v1", "Job")
-    pod = job["spec"]["template"]["spec"]
-    assert pod["restartPolicy"] == "Never" and pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["containers"][0]["image"].startswith("ghcr.io/pretrain-operator/trainer:")
+def test_kind_data_preparation_is_setup_then_an_indexed_job_of_prepare_tasks_then_the_merge():
+    jobs = documents(EXAMPLES / "kind" / "prepare-data-job.yaml")
+    components = [j["metadata"]["labels"]["app.kubernetes.io/component"] for j in jobs]
+    assert components == ["setup", "tasks", "merge"], "in the order the header's loop applies them"
+    for job in jobs:
+        for version in ("1.27.0", latest_version()):  # Indexed Jobs are GA since 1.24
+            kubernetes_validate.validate(job, version, strict=True)
+        pod = job["spec"]["template"]["spec"]
+        assert pod["restartPolicy"] == "Never" and pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["containers"][0]["image"].startswith("ghcr.io/pretrain-operator/trainer:")
+        assert pod["containers"][0]["name"] == job["metadata"]["labels"]["app.kubernetes.io/component"]
+    setup, tasks, merge = (" ".join(j["spec"]["template"]["spec"]["containers"][0]["args"]) for j in jobs)
+    spec = jobs[1]["spec"]
+    count = int(re.search(r"pretrainjob prepare --tasks (\d+)", tasks).group(1))
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"] == count
+    assert "--task-index" not in tasks, "each pod takes its index from JOB_COMPLETION_INDEX"
+    corpus = re.search(r"--input (\S+)", tasks).group(1)
+    assert f"open_store('{corpus.rstrip('/')}')" in setup, "the tasks read the corpus the setup Job uploads"
+    assert re.search(r"--tokenizer (\S+)", tasks).group(1) == re.search(r"train .*?--output (\S+)", setup, re.S).group(
+        1
+    )
+    output = re.search(r"--output (\S+)", tasks).group(1)
+    assert f"pretrainjob prepare merge --output {output}" in merge
 
 
 # --- the GPU examples ----------------------------------------------------------------------------------------------
