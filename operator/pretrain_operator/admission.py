@@ -28,6 +28,7 @@ MUTABLE_FIELDS = (
     "failurePolicy.maxRestarts",
     "ttlSecondsAfterFinished",
     "cleanPodPolicy",
+    "activeDeadlineSeconds",
 )
 
 

@@ -149,7 +149,14 @@ STATUS_FIELDS: dict[str, dict[str, Any]] = {
     "tokensPerSecond": {"type": "number", "description": "Training throughput over all workers."},
     "lastCheckpoint": {"type": "integer", "description": "Step of the newest complete checkpoint."},
     "lastCheckpointTime": {"type": "string", "format": "date-time"},
-    "progressTime": {"type": "string", "format": "date-time", "description": "When progress was last read."},
+    "progress": {"type": "number", "description": "Percent of training.maxSteps done (step / maxSteps)."},
+    "estimatedCompletionTime": {
+        "type": "string",
+        "format": "date-time",
+        "description": "When the job would reach maxSteps at the recent throughput (tokensPerSecond), from the "
+        "last progress report; absent while no workers train.",
+    },
+    "progressTime": {"type": "string", "format": "date-time", "description": "When rank 0 last reported progress."},
     "startTime": {"type": "string", "format": "date-time"},
     "completionTime": {"type": "string", "format": "date-time"},
     "message": {"type": "string", "description": "One line on the current phase."},
@@ -158,12 +165,15 @@ STATUS_FIELDS: dict[str, dict[str, Any]] = {
 PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Step", "type": "integer", "jsonPath": ".status.step"},
+    {"name": "Progress", "type": "number", "jsonPath": ".status.progress", "description": "Percent of maxSteps."},
+    {"name": "ETA", "type": "string", "jsonPath": ".status.estimatedCompletionTime"},
     {"name": "Loss", "type": "number", "jsonPath": ".status.loss"},
     {"name": "Tokens/s", "type": "number", "jsonPath": ".status.tokensPerSecond"},
     {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts"},
     {"name": "Preemptions", "type": "integer", "jsonPath": ".status.preemptions", "priority": 1},
     {"name": "Workers", "type": "integer", "jsonPath": ".spec.workers.replicas", "priority": 1},
     {"name": "Checkpoint", "type": "integer", "jsonPath": ".status.lastCheckpoint", "priority": 1},
+    {"name": "Reported", "type": "date", "jsonPath": ".status.progressTime", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

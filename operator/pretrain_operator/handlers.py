@@ -153,6 +153,7 @@ class Runtime:
             await self._apply(job, result)
         status = result.status
         self.metrics.observe_job(namespace, name, status.get("phase", PENDING), int(status.get("restarts") or 0))
+        self.metrics.observe_progress(namespace, name, status)
         if result.restart_reason:
             self.metrics.restarts.labels(namespace, name, result.restart_reason).inc()
         if result.delete_job:

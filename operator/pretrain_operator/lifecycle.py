@@ -16,8 +16,8 @@ resumes from its newest complete checkpoint. Pods keep stable names (their hostn
 for the old pods to be gone.
 
 `plan` is a chain of small steps, in this order; the first that settles the plan ends it: finished (clean-up,
-TTL) → invalid spec (admission) → children → suspended → old pods leaving → resized → gang start (after the
-backoff) → a worker failed (not retried, restart, or no restarts left) → succeeded → in progress.
+TTL) → invalid spec (admission) → children → suspended → deadline exceeded → old pods leaving → resized → gang
+start (after the backoff) → a worker failed (not retried, restart, or no restarts left) → succeeded → in progress.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from . import children
 from .admission import admit, lenient_field
 from .conditions import get_condition, set_condition
 from .policy import Policy, violations
+from .progress import ESTIMATED_COMPLETION_TIME, PROGRESS, PROGRESS_TIME, estimate
 from .workers import Worker, parse_time, read_worker
 
 log = logging.getLogger("pretrain_operator.lifecycle")
@@ -115,6 +116,7 @@ class _Planner:
         self._spec: PretrainJobSpec | None = None  # set by _invalid_spec
         self.attempt = 0  # set by _begin_attempt
         self.current: list[Worker] = []  # this attempt's workers, set by _old_pods_leaving
+        self.deadline_in: float | None = None  # seconds to spec.activeDeadlineSeconds, set by _deadline_exceeded
 
     @property
     def st(self) -> dict[str, Any]:
@@ -142,6 +144,7 @@ class _Planner:
         self.transition(phase, reason, message, warning=phase == FAILED)
         self.st["completionTime"] = timestamp(self.now)
         self.st.pop("nextStartTime", None)
+        self.st.pop(ESTIMATED_COMPLETION_TIME, None)
         self.clean_up(workers, policy)
         self.out.requeue_after = 1.0  # then _finished() schedules the TTL
         return self.out
@@ -154,6 +157,7 @@ class _Planner:
         """Delete these workers' pods (those not already going) and wait for them."""
         self.out.delete_pods += [w.name for w in workers if w.state != "terminating"]
         self.st["workersReady"] = 0
+        self.st.pop(ESTIMATED_COMPLETION_TIME, None)  # training stops: the estimate no longer holds
         self.out.requeue_after = requeue_after
         return self.out
 
@@ -177,7 +181,10 @@ def plan(
     try:
         p = _Planner(job, pods, now, settings)
         p.config_map, p.service, p.progress = config_map, service, progress
-        return _steps(p)
+        out = _steps(p)
+        if p.deadline_in is not None:  # look again when the deadline passes
+            out.requeue_after = min(out.requeue_after or p.deadline_in, p.deadline_in)
+        return out
     except Exception as exc:  # the same inputs fail the same way: retrying would loop, so the job fails instead
         log.exception("a PretrainJob the operator cannot handle")
         return _cannot_handle(job, now, exc)
@@ -191,6 +198,7 @@ def _steps(p: _Planner) -> Plan:
         or _sync_children(p)
         or _suspended(p)
         or _begin_attempt(p)
+        or _deadline_exceeded(p)
         or _old_pods_leaving(p)
         or _resized(p)
         or _start_gang(p)
@@ -330,7 +338,24 @@ def _begin_attempt(p: _Planner) -> None:
         p.st["attempt"] = p.attempt
         p.st.setdefault("startTime", timestamp(p.now))
         if p.old_phase == SUSPENDED:
+            p.st["startTime"] = timestamp(p.now)  # as for batch Jobs: the active deadline counts from the resume
             p.transition(PENDING, "Resumed", "resumed; starting workers from the newest checkpoint")
+
+
+def _deadline_exceeded(p: _Planner) -> Plan | None:
+    """spec.activeDeadlineSeconds past status.startTime: the job fails and every worker stops, as a batch Job's
+    would. A gang that has just succeeded wins over a deadline that passed meanwhile."""
+    limit = p.spec.active_deadline_seconds
+    started = parse_time(p.st.get("startTime"))
+    if not limit or started is None:
+        return None
+    left = (started + timedelta(seconds=limit) - p.now).total_seconds()
+    done = sum(w.state == "succeeded" for w in p.workers if w.attempt == p.attempt)
+    if left > 0 or done == p.spec.workers.replicas:
+        p.deadline_in = max(left, 0.0) or None
+        return None
+    message = f"active longer than spec.activeDeadlineSeconds ({limit} s since {p.st['startTime']}); workers stopped"
+    return _give_up(p, "DeadlineExceeded", message, p.workers)
 
 
 def _old_pods_leaving(p: _Planner) -> Plan | None:
@@ -386,6 +411,10 @@ def _merge_progress(p: _Planner) -> None:
         p.merge_result(rank0.result)
     if p.st.get("step") is not None:
         p.st["tokensSeen"] = tokens_after(p.spec, p.st["step"])
+    if p.progress or (rank0 is not None and rank0.result):
+        p.st[PROGRESS_TIME] = timestamp(p.now)
+        rate = p.st.get("tokensPerSecond")
+        p.st.update(estimate(p.st.get("step"), p.spec.training.max_steps, tokens_after(p.spec, 1), rate, p.now))
 
 
 def _failures(p: _Planner) -> list[Worker]:
@@ -482,10 +511,11 @@ def _out_of_preemptions(p: _Planner, cause: Worker) -> Plan:
     return _give_up(p, "PreemptionLimitExceeded", message)
 
 
-def _give_up(p: _Planner, reason: str, message: str) -> Plan:
-    p.finish(FAILED, reason, message, p.current, p.spec.clean_pod_policy)
+def _give_up(p: _Planner, reason: str, message: str, workers: list[Worker] | None = None) -> Plan:
+    workers = p.current if workers is None else workers
+    p.finish(FAILED, reason, message, workers, p.spec.clean_pod_policy)
     # Gang semantics: a failed job's other workers stop even with cleanPodPolicy None.
-    stop = {w.name for w in p.current if w.state in ("pending", "running")}
+    stop = {w.name for w in workers if w.state in ("pending", "running")}
     p.out.delete_pods = sorted(set(p.out.delete_pods) | stop)
     return p.out
 
@@ -495,6 +525,7 @@ def _succeeded(p: _Planner) -> Plan | None:
     if sum(w.state == "succeeded" for w in p.current) != spec.workers.replicas:
         return None
     p.st["step"] = spec.training.max_steps  # exit code 0 means every step ran
+    p.st[PROGRESS] = 100.0
     p.st["tokensSeen"] = tokens_after(spec, p.st["step"])
     p.st["workersReady"] = 0
     message = f"trained {spec.training.max_steps} steps with {spec.workers.world_size} processes"

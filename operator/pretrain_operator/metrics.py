@@ -9,15 +9,21 @@ from __future__ import annotations
 import contextlib
 from collections import Counter as Tally
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from pretrain_trainer.contract import PHASES
 
+from .progress import ESTIMATED_COMPLETION_TIME, PROGRESS
+from .workers import parse_time
+
 OPERATOR_METRIC_NAMES: tuple[str, ...] = (
     "pretrain_operator_jobs",
     "pretrain_operator_job_phase",
     "pretrain_operator_job_restarts",
+    "pretrain_operator_job_progress_percent",
+    "pretrain_operator_job_estimated_completion_timestamp_seconds",
     "pretrain_operator_restarts_total",
     "pretrain_operator_reconcile_duration_seconds",
     "pretrain_operator_reconcile_errors_total",
@@ -43,6 +49,19 @@ class OperatorMetrics:
         self.job_restarts = Gauge(
             "pretrain_operator_job_restarts",
             "Gang restarts of each PretrainJob so far (status.restarts).",
+            ["namespace", "job_name"],
+            registry=r,
+        )
+        self.job_progress = Gauge(
+            "pretrain_operator_job_progress_percent",
+            "Percent of training.maxSteps each PretrainJob has done (status.progress).",
+            ["namespace", "job_name"],
+            registry=r,
+        )
+        self.job_eta = Gauge(
+            "pretrain_operator_job_estimated_completion_timestamp_seconds",
+            "Unix time each training PretrainJob would reach maxSteps at its recent throughput "
+            "(status.estimatedCompletionTime); absent while it does not train.",
             ["namespace", "job_name"],
             registry=r,
         )
@@ -74,12 +93,23 @@ class OperatorMetrics:
         self.job_restarts.labels(namespace, name).set(restarts)
         self._recount()
 
+    def observe_progress(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """A job's progress and estimated completion, the numbers of its status (after each reconcile)."""
+        if status.get(PROGRESS) is not None:
+            self.job_progress.labels(namespace, name).set(status[PROGRESS])
+        eta = parse_time(status.get(ESTIMATED_COMPLETION_TIME))
+        if eta is None:
+            self._remove(self.job_eta, (namespace, name))
+        else:
+            self.job_eta.labels(namespace, name).set(eta.timestamp())
+
     def forget_job(self, namespace: str, name: str) -> None:
         """Drop a deleted job's series."""
         self._phases.pop((namespace, name), None)
         for p in PHASES:
             self._remove(self.job_phase, (namespace, name, p))
-        self._remove(self.job_restarts, (namespace, name))
+        for gauge in (self.job_restarts, self.job_progress, self.job_eta):
+            self._remove(gauge, (namespace, name))
         self._recount()
 
     def _recount(self) -> None:

@@ -4,12 +4,15 @@ Why the metrics endpoint and not a progress file in the object store: it is live
 storage credentials in the operator (those stay in the job's Secret), and `kubectl get pj` then shows the same
 numbers as Grafana. Its gap, the last steps before the workers exit, is closed by the trainer's termination
 message (see `workers.Worker.result`), which Kubernetes keeps in the pod's status.
+
+`estimate` turns the step and the throughput into status.progress and status.estimatedCompletionTime; the
+operator exports both as metrics, so `kubectl get pj` and Grafana's ETA panel show the same numbers.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import aiohttp
@@ -30,6 +33,11 @@ FIELDS = {
 # tokensSeen is not read: pretrain_tokens_total restarts from 0 with the trainer; the status derives it from the
 # step (every step trains the same global batch, whatever the world size).
 INTEGERS = {c.STEP, c.LAST_CHECKPOINT}
+# Status fields the operator derives from the progress (not in the trainer's record).
+PROGRESS = "progress"  # percent of maxSteps
+ESTIMATED_COMPLETION_TIME = "estimatedCompletionTime"
+PROGRESS_TIME = "progressTime"  # when rank 0 last reported progress
+MAX_ESTIMATE_S = 10 * 366 * 24 * 3600.0  # ten years
 
 
 def parse_progress(text: str, job_name: str) -> dict[str, Any]:
@@ -70,3 +78,21 @@ async def scrape_progress(
     except (aiohttp.ClientError, TimeoutError, ValueError) as err:
         log.debug("no progress from %s: %s", url, err)
         return None
+
+
+def estimate(
+    step: int | None, max_steps: int, tokens_per_step: int, tokens_per_second: float | None, at: datetime
+) -> dict[str, Any]:
+    """status.progress (percent of maxSteps, one decimal) and status.estimatedCompletionTime: the steps left at
+    the recent throughput (rank 0's tokens/s over the job's tokens per step), counted from `at`, when the step was
+    read. No throughput (none reported yet, or 0): no estimate. Restarts and checkpoint pauses to come are not
+    foreseen: the estimate is the time left if training runs on as it does now."""
+    if step is None or max_steps <= 0:
+        return {}
+    done = min(max(step, 0), max_steps)
+    out: dict[str, Any] = {PROGRESS: round(100.0 * done / max_steps, 1)}
+    if tokens_per_second and tokens_per_second > 0 and tokens_per_step > 0:
+        left_s = (max_steps - done) * tokens_per_step / tokens_per_second
+        if left_s < MAX_ESTIMATE_S:  # beyond it the estimate says nothing (and would not fit a datetime)
+            out[ESTIMATED_COMPLETION_TIME] = (at + timedelta(seconds=left_s)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return out

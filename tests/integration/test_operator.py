@@ -15,6 +15,7 @@ import subprocess
 import threading
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,11 @@ def manifest(name: str = "tiny", **spec: Any) -> dict[str, Any]:
     for key, value in spec.items():
         base[key] = {**base[key], **value} if isinstance(value, dict) and key in base else value
     return {"apiVersion": API_VERSION, "kind": "PretrainJob", "metadata": {"name": name, "namespace": NS}, "spec": base}
+
+
+def read(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return resp.read().decode()
 
 
 def job(api: ApiServer, name: str = "tiny") -> dict[str, Any]:
@@ -309,20 +315,42 @@ def rank0_metrics() -> Iterator[tuple[int, dict[str, str]]]:
     thread.join(5)
 
 
-def test_progress_is_read_from_the_metrics_port_that_rank_zero_declares(
+def test_progress_and_eta_are_read_from_the_metrics_port_that_rank_zero_declares(
     api: ApiServer, operator: OperatorThread, rank0_metrics: tuple[int, dict[str, str]]
 ) -> None:
     port, page = rank0_metrics
-    page["text"] = 'pretrain_step{job_name="tiny"} 17\npretrain_loss{job_name="tiny"} 3.25\n'
+    page["text"] = (
+        'pretrain_step{job_name="tiny"} 17\npretrain_loss{job_name="tiny"} 3.25\n'
+        'pretrain_tokens_per_second{job_name="tiny"} 512\n'
+    )
     start(api, operator, metrics={"port": port})
     run_all(api, operator)
     wait_for("scraped step 17", lambda: job(api)["status"].get("step") == 17, op=operator)
-    assert job(api)["status"]["loss"] == 3.25
+    status = job(api)["status"]
+    assert (status["loss"], status["progress"]) == (3.25, 34.0)
+    # 8 samples × 64 tokens a step at 512 tokens/s: 1 s a step, 33 steps left.
+    reported = datetime.fromisoformat(status["progressTime"].replace("Z", "+00:00"))
+    eta = datetime.fromisoformat(status["estimatedCompletionTime"].replace("Z", "+00:00"))
+    assert (eta - reported).total_seconds() == 33
+    url = f"http://127.0.0.1:{operator.runtime.config.metrics_port}/metrics"
+    text = wait_for("the operator's progress series", lambda: "job_progress_percent{" in (t := read(url)) and t)
+    assert 'pretrain_operator_job_progress_percent{job_name="tiny",namespace="default"} 34.0' in text
+    assert "pretrain_operator_job_estimated_completion_timestamp_seconds{" in text
     # A refused edit of the port does not move the scrape: the running pods serve the port they were built with.
     api.patch(API_VERSION, PLURAL, NS, "tiny", {"spec": {"metrics": {"port": port + 1}}})
     wait_for("the change refused", lambda: "SpecChangeRefused" in reasons(api), op=operator)
     page["text"] = 'pretrain_step{job_name="tiny"} 18\n'
     wait_for("scraped step 18", lambda: job(api)["status"].get("step") == 18, op=operator)
+
+
+def test_active_deadline_fails_the_job_and_stops_its_workers(api: ApiServer, operator: OperatorThread) -> None:
+    start(api, operator, activeDeadlineSeconds=2)
+    run_all(api, operator)
+    wait_for("phase Failed", lambda: phase(api) == "Failed", op=operator)
+    failed = next(c for c in job(api)["status"]["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "DeadlineExceeded" and "spec.activeDeadlineSeconds" in failed["message"]
+    wait_for("workers stopped", lambda: all(p["metadata"].get("deletionTimestamp") for p in pods(api)) or not pods(api))
+    assert wait_for("DeadlineExceeded event", lambda: "DeadlineExceeded" in reasons(api))
 
 
 def test_secrets_never_leak_into_children_status_or_events(api: ApiServer, operator: OperatorThread) -> None:

@@ -72,6 +72,7 @@ DASHBOARD_FAMILIES = {
     "pretrain_operator_jobs",
     "pretrain_operator_job_phase",
     "pretrain_operator_job_restarts",
+    "pretrain_operator_job_estimated_completion_timestamp_seconds",
     "pretrain_operator_restarts_total",
     "pretrain_operator_reconcile_duration_seconds",
     "pretrain_operator_reconcile_errors_total",
@@ -320,6 +321,8 @@ def test_dashboard_series_are_filtered_by_namespace_and_job() -> None:
     per_job = {name for family in METRIC_NAMES for name in families[family]} | {
         "pretrain_operator_job_phase",
         "pretrain_operator_job_restarts",
+        "pretrain_operator_job_progress_percent",
+        "pretrain_operator_job_estimated_completion_timestamp_seconds",
         "pretrain_operator_restarts_total",
     }
     selector = re.compile(r"\b([A-Za-z_:][\w:]*)\s*(\{[^{}]*\})?")

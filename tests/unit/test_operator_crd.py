@@ -218,10 +218,10 @@ def test_status_is_a_subresource(built):
     assert conditions["items"]["required"] == ["type", "status"]
 
 
-def test_printer_columns_show_phase_step_loss_throughput_restarts_and_age(built):
+def test_printer_columns_show_phase_step_progress_eta_loss_throughput_restarts_and_age(built):
     columns = built["spec"]["versions"][0]["additionalPrinterColumns"]
     default_view = [c["name"] for c in columns if not c.get("priority")]
-    assert default_view == ["Phase", "Step", "Loss", "Tokens/s", "Restarts", "Age"]
+    assert default_view == ["Phase", "Step", "Progress", "ETA", "Loss", "Tokens/s", "Restarts", "Age"]
     by_name = {c["name"]: c for c in columns}
     assert by_name["Phase"]["jsonPath"] == ".status.phase"
     assert by_name["Step"]["jsonPath"] == ".status.step"
@@ -229,6 +229,16 @@ def test_printer_columns_show_phase_step_loss_throughput_restarts_and_age(built)
     assert by_name["Tokens/s"]["jsonPath"] == ".status.tokensPerSecond"
     assert by_name["Restarts"]["jsonPath"] == ".status.restarts"
     assert by_name["Age"] == {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+    assert by_name["Progress"]["jsonPath"] == ".status.progress"
+    # An absolute time: a "date" column prints a future time as <invalid> (kubectl shows only ages).
+    assert by_name["ETA"] == {"name": "ETA", "type": "string", "jsonPath": ".status.estimatedCompletionTime"}
+    # -o wide: how long ago rank 0 last reported progress.
+    assert by_name["Reported"] == {
+        "name": "Reported",
+        "type": "date",
+        "jsonPath": ".status.progressTime",
+        "priority": 1,
+    }
 
 
 def test_printer_columns_point_at_fields_of_the_schema_with_matching_types(built):
@@ -240,7 +250,10 @@ def test_printer_columns_point_at_fields_of_the_schema_with_matching_types(built
         node = root["properties"][head]
         for part in rest:
             node = node["properties"][part]
-        assert node["type"] == column["type"], column
+        if column["type"] == "date":  # kubectl prints the age of an RFC 3339 time
+            assert (node["type"], node.get("format")) == ("string", "date-time"), column
+        else:
+            assert node["type"] == column["type"], column
 
 
 def test_name_length_rule_keeps_pod_names_valid_dns_labels(built):

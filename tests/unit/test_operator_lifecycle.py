@@ -127,7 +127,8 @@ def new_job(spec: dict[str, Any] | None = None, name: str = "demo", **extra: Any
         "apiVersion": API_VERSION,
         "kind": KIND,
         "metadata": {"name": name, "namespace": "ml", "uid": "uid-123", "generation": 1, "labels": {}},
-        "spec": deep_merge(BASE_SPEC, extra) if spec is None else spec,
+        # A copy: tests edit their job's spec in place, and deep_merge shares the nested dicts it leaves alone.
+        "spec": copy.deepcopy(deep_merge(BASE_SPEC, extra) if spec is None else spec),
     }
 
 
@@ -1057,6 +1058,126 @@ def test_a_log_tail_termination_message_is_not_progress():
     failed_once(cluster, index=0, status=exited(1, "Traceback ...\nRuntimeError: NCCL error"))
     assert "step" not in cluster.status
     assert "RuntimeError: NCCL error" in cluster.status["message"]
+
+
+def test_progress_percent_eta_and_report_time_follow_the_throughput():
+    cluster = started()
+    cluster.advance(30)
+    # 8192 tokens per step at 4096 tokens/s: 2 s a step; 75 steps left → 150 s from the report.
+    cluster.reconcile({"step": 25, "tokensPerSecond": 4096.0})
+    st = cluster.status
+    assert st["progress"] == 25.0
+    assert st["progressTime"] == timestamp(T0 + timedelta(seconds=30))
+    assert st["estimatedCompletionTime"] == timestamp(T0 + timedelta(seconds=30 + 150))
+    cluster.advance(10)
+    cluster.reconcile({"step": 30, "tokensPerSecond": 8192.0})  # faster now: 1 s a step, 70 left
+    assert (cluster.status["progress"], cluster.status["estimatedCompletionTime"]) == (
+        30.0,
+        timestamp(T0 + timedelta(seconds=40 + 70)),
+    )
+
+
+def test_without_a_new_report_the_last_report_time_and_eta_stay():
+    cluster = started()
+    cluster.reconcile({"step": 50, "tokensPerSecond": 8192.0})
+    reported = {k: cluster.status[k] for k in ("progressTime", "estimatedCompletionTime", "progress")}
+    cluster.advance(20)
+    cluster.reconcile(None)  # rank 0 busy (checkpointing): no scrape
+    assert {k: cluster.status[k] for k in reported} == reported
+
+
+def test_no_throughput_gives_progress_but_no_eta():
+    cluster = started()
+    cluster.reconcile({"step": 1})
+    assert cluster.status["progress"] == 1.0 and "estimatedCompletionTime" not in cluster.status
+    cluster.reconcile({"step": 2, "tokensPerSecond": 0.0})
+    assert "estimatedCompletionTime" not in cluster.status
+
+
+def test_eta_goes_away_when_training_stops_and_success_is_100_percent():
+    cluster = started()
+    cluster.reconcile({"step": 50, "tokensPerSecond": 8192.0})
+    failed_once(cluster)
+    assert "estimatedCompletionTime" not in cluster.status and cluster.status["progress"] == 50.0
+    done = started()
+    done.reconcile({"step": 99, "tokensPerSecond": 8192.0})
+    done.all_pods(exited(0))
+    done.reconcile()
+    assert (done.status["phase"], done.status["progress"]) == ("Succeeded", 100.0)
+    assert "estimatedCompletionTime" not in done.status
+
+
+# -------------------------------------------------------------------------------------- active deadline
+
+
+def test_a_job_past_its_active_deadline_fails_and_stops_its_workers():
+    cluster = started(activeDeadlineSeconds=600)
+    cluster.advance(300)
+    out = cluster.reconcile()
+    assert cluster.status["phase"] == "Running" and out.delete_pods == []
+    assert out.requeue_after == SETTINGS.resync_s
+    cluster.advance(295)
+    assert cluster.reconcile().requeue_after == pytest.approx(5.0)  # looks again when the deadline passes
+    cluster.advance(5)
+    out = cluster.reconcile()
+    st = cluster.status
+    assert (st["phase"], cluster.condition("Failed")["reason"]) == ("Failed", "DeadlineExceeded")
+    assert sorted(out.delete_pods) == ["demo-worker-0", "demo-worker-1"]
+    [event] = out.events
+    assert (event.type, event.reason) == ("Warning", "DeadlineExceeded")
+    assert "spec.activeDeadlineSeconds (600 s since 2025-03-01T12:00:00Z)" in event.message
+    assert st["completionTime"] == timestamp(T0 + timedelta(seconds=600))
+
+
+def test_the_deadline_counts_restarts_and_backoffs_and_stops_pods_of_any_attempt():
+    cluster = started(activeDeadlineSeconds=100)
+    failed_once(cluster)
+    cluster.gone()
+    cluster.advance(10)
+    cluster.reconcile()  # the second attempt starts after the backoff
+    cluster.set_pod(0, running())  # one of its workers runs, the other is still pending
+    cluster.advance(90)
+    out = cluster.reconcile()
+    assert cluster.condition("Failed")["reason"] == "DeadlineExceeded"
+    assert out.create == []
+    assert sorted(out.delete_pods) == ["demo-worker-0", "demo-worker-1"]
+    cluster.gone()
+    assert cluster.reconcile().create == []  # no new attempt after the deadline
+
+
+def test_a_gang_that_succeeded_wins_over_a_deadline_that_passed_meanwhile():
+    cluster = started(activeDeadlineSeconds=60)
+    cluster.all_pods(exited(0))
+    cluster.advance(120)
+    cluster.reconcile()
+    assert cluster.status["phase"] == "Succeeded"
+
+
+def test_the_deadline_counts_from_the_resume_after_a_suspension_and_can_be_extended():
+    cluster = started(activeDeadlineSeconds=100)
+    cluster.edit(suspend=True)
+    cluster.reconcile()
+    cluster.gone()
+    cluster.advance(500)  # suspended time does not count
+    cluster.reconcile()
+    cluster.edit(suspend=False)
+    cluster.reconcile()
+    assert cluster.status["startTime"] == timestamp(T0 + timedelta(seconds=500))
+    cluster.advance(90)
+    cluster.all_pods(running())
+    cluster.reconcile()
+    cluster.edit(activeDeadlineSeconds=1000)  # a mutable field
+    cluster.advance(60)
+    cluster.reconcile()
+    assert cluster.status["phase"] == "Running"
+    assert cluster.condition("SpecAccepted")["status"] == "True"
+
+
+def test_no_deadline_by_default():
+    cluster = started()
+    cluster.advance(10 * 365 * 24 * 3600)
+    assert cluster.reconcile().requeue_after == SETTINGS.resync_s
+    assert cluster.status["phase"] == "Running"
 
 
 # ------------------------------------------------------------------------------------------- idempotence

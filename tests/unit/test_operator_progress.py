@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import math
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pretrain_operator.metrics import OPERATOR_METRIC_NAMES, OperatorMetrics
-from pretrain_operator.progress import FIELDS, parse_progress
+from pretrain_operator.progress import FIELDS, estimate, parse_progress
 from pretrain_trainer.contract import PHASES
 from pretrain_trainer.metrics import METRIC_NAMES, StepMetrics, TrainerMetrics
 
@@ -112,6 +112,29 @@ def test_infinite_throughput_is_dropped():
     assert "tokensPerSecond" not in parse_progress(page(metrics), "gpt-small")
 
 
+AT = datetime(2025, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def test_estimate_is_the_steps_left_at_the_recent_throughput():
+    # 1000 tokens a step at 500 tokens/s: 2 s a step; 750 steps left.
+    assert estimate(250, 1000, 1000, 500.0, AT) == {
+        "progress": 25.0,
+        "estimatedCompletionTime": (AT + timedelta(seconds=1500)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+@pytest.mark.parametrize("rate", [None, 0.0, -5.0])
+def test_no_positive_throughput_is_no_estimate(rate):
+    assert estimate(10, 1000, 1000, rate, AT) == {"progress": 1.0}
+
+
+def test_estimate_clamps_steps_out_of_range_and_refuses_absurd_etas():
+    assert estimate(1200, 1000, 1000, 500.0, AT)["progress"] == 100.0  # a resumed step past a lowered maxSteps
+    assert estimate(-1, 1000, 1000, 500.0, AT)["progress"] == 0.0
+    assert estimate(None, 1000, 1000, 500.0, AT) == {}
+    assert estimate(0, 10**12, 10**6, 1e-9, AT) == {"progress": 0.0}  # centuries away: no date
+
+
 # -------------------------------------------------------------------------------------- operator metrics
 
 
@@ -156,6 +179,7 @@ def test_job_phase_is_one_hot_and_forget_removes_the_jobs_series():
 def test_every_operator_metric_name_is_exported():
     metrics = OperatorMetrics()
     metrics.observe_job("ml", "a", "Running", 1)
+    metrics.observe_progress("ml", "a", {"progress": 12.5, "estimatedCompletionTime": "2025-03-01T13:00:00Z"})
     metrics.restarts.labels("ml", "a", "Evicted").inc()
     metrics.reconcile_duration.observe(0.02)
     metrics.reconcile_errors.labels("ApiError").inc()
@@ -171,3 +195,19 @@ def test_two_operators_in_one_process_do_not_share_series():
     first, second = OperatorMetrics(), OperatorMetrics()
     first.observe_job("ml", "a", "Running", 0)
     assert job_counts(second)["Running"] is None
+
+
+def test_progress_and_eta_series_are_the_status_numbers_and_go_with_the_estimate():
+    metrics = OperatorMetrics()
+    labels = {"namespace": "ml", "job_name": "a"}
+
+    def eta() -> float | None:
+        return metrics.registry.get_sample_value("pretrain_operator_job_estimated_completion_timestamp_seconds", labels)
+
+    metrics.observe_progress("ml", "a", {"progress": 40.0, "estimatedCompletionTime": "2025-03-01T13:00:00Z"})
+    assert metrics.registry.get_sample_value("pretrain_operator_job_progress_percent", labels) == 40.0
+    assert eta() == datetime(2025, 3, 1, 13, tzinfo=timezone.utc).timestamp()
+    metrics.observe_progress("ml", "a", {"progress": 40.0})  # restarting: no estimate
+    assert eta() is None
+    metrics.forget_job("ml", "a")
+    assert metrics.registry.get_sample_value("pretrain_operator_job_progress_percent", labels) is None

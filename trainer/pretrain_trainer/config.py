@@ -369,6 +369,14 @@ class PretrainJobSpec:
     ttl_seconds_after_finished: int = spec_field(
         0, doc="Delete the finished job after this many seconds (0: keep it).", minimum=0, maximum=MAX_TTL_SECONDS
     )
+    active_deadline_seconds: int = spec_field(
+        0,
+        doc="Fail the job (reason DeadlineExceeded, workers stopped) once it has been active this many seconds, "
+        "restarts and backoffs included, counted from its start or its last resume from suspension, as for batch "
+        "Jobs. 0: no deadline.",
+        minimum=0,
+        maximum=MAX_TTL_SECONDS,
+    )
 
 
 @dataclass(frozen=True)
