@@ -11,7 +11,15 @@ byte-level BPE tokenizer on the bundled documents, then measures
            split, tokenizing, writing uint16 shards with page checksums and sha256, and the index.
 
 Both report tokens/s and MB/s of input text; the ratio prepare/raw says how much of the tokenizer's speed
-survives the rest of the pipeline. Figures only: nothing here asserts on timing.
+survives the rest of the pipeline. Then, for each count in --tasks (default 1,2,4):
+
+  tasks N  N `pretrainjob prepare --tasks N --task-index I` processes at once (each with cpus/N tokenizer
+           threads, as N pods would each have their own cores), then `prepare merge`: tokens/s over the wall time
+           of the slowest task plus the merge, and the scaling efficiency against N times the 1-task rate (and
+           against min(N, cpus) times it: tasks cannot scale past the cores this machine has).
+
+and projects the wall time of a 100 GB corpus on --pods pods of --pod-cpus cores. Figures only: nothing here
+asserts on timing.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +37,7 @@ from pathlib import Path
 import tokenizers
 
 from pretrain_trainer.bundled_corpus import load_bundled_documents
+from pretrain_trainer.data.merge import merge
 from pretrain_trainer.data.prepare import PrepareConfig, prepare
 from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec, save_tokenizer, train_tokenizer
 
@@ -74,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mb", type=float, default=20.0, help="corpus size in MB of UTF-8 text (default 20)")
     parser.add_argument("--vocab-size", type=int, default=8192, help="BPE vocabulary size asked for (default 8192)")
     parser.add_argument("--repeat", type=int, default=2, help="runs of each measurement; the best counts (default 2)")
+    parser.add_argument("--tasks", default="1,2,4", help="task counts to measure, comma-separated ('' for none)")
+    parser.add_argument("--pods", default="8,32,128", help="pod counts for the 100 GB projection (default 8,32,128)")
+    parser.add_argument("--pod-cpus", type=int, default=4, help="cores per pod in the projection (default 4)")
     args = parser.parse_args(argv)
     if args.mb <= 0 or args.repeat < 1:
         parser.error("--mb must be positive and --repeat at least 1")
@@ -124,9 +137,61 @@ def main(argv: list[str] | None = None) -> int:
             f"adds one EOS per document and dropped {dropped}); wrote {best.bytes_written / 1e6:.1f} MB in "
             f"{sum(best.shards.values())} shards"
         )
+        counts = [int(n) for n in args.tasks.split(",") if n.strip()]
+        if counts:
+            scaling(files, tok_uri, tmp, counts, text_bytes, args)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def run_tasks(files: list[Path], tok_uri: str, out: Path, tasks: int) -> tuple[float, float, int]:
+    """Seconds for N concurrent task processes, seconds for the merge, and the merged token count."""
+    cpus = os.cpu_count() or 1
+    env = {**os.environ, "RAYON_NUM_THREADS": str(max(1, cpus // tasks))}
+    base = [sys.executable, "-m", "pretrain_trainer.cli", "prepare", "--tokenizer", tok_uri, "--input",
+            *map(str, files), "--output", str(out), "--dedup", "--no-progress", "--tasks", str(tasks)]  # fmt: skip
+    started = time.perf_counter()
+    procs = [
+        subprocess.Popen([*base, "--task-index", str(i)], env=env, stdout=subprocess.DEVNULL) for i in range(tasks)
+    ]
+    if any(p.wait() for p in procs):
+        raise SystemExit("a prepare task failed")
+    tasks_s = time.perf_counter() - started
+    started = time.perf_counter()  # in this process: the merge's own time, without an interpreter's start
+    merge(str(out))
+    merge_s = time.perf_counter() - started
+    report = json.loads((out / "report.json").read_text())
+    return tasks_s, merge_s, sum(report["tokens"].values())
+
+
+def scaling(files: list[Path], tok_uri: str, tmp: Path, counts: list[int], text_bytes: int, args) -> None:  # type: ignore[no-untyped-def]
+    cpus = os.cpu_count() or 1
+    print(f"\n{'':<9}{'tasks s':>9}{'merge s':>9}{'tokens/s':>12}{'MB/s':>8}{'eff':>7}{'eff/cpus':>10}")
+    rates: dict[int, float] = {}
+    task_mbps: dict[int, float] = {}
+    merge_mbps = 0.0
+    for n in counts:
+        tasks_s, merge_s, tokens = run_tasks(files, tok_uri, tmp / f"tasks-{n}", n)
+        shutil.rmtree(tmp / f"tasks-{n}")
+        rates[n] = tokens / (tasks_s + merge_s)
+        task_mbps[n] = text_bytes / tasks_s / 1e6
+        merge_mbps = max(merge_mbps, text_bytes / merge_s / 1e6)
+        base = rates[counts[0]] / counts[0]  # per task, from the smallest count measured (1 by default)
+        eff, eff_cpus = rates[n] / (base * n), rates[n] / (base * min(n, cpus))
+        print(f"{f'tasks {n}':<9}{tasks_s:>9.2f}{merge_s:>9.2f}{rates[n]:>12,.0f}"
+              f"{text_bytes / (tasks_s + merge_s) / 1e6:>8.2f}{eff:>7.2f}{eff_cpus:>10.2f}")  # fmt: skip
+    # Projection: a pod's tasks rate is this machine's 1-task input rate per core times the pod's cores (the
+    # tokenizer scales with cores, the Python part of a task does not, so this flatters pods with many cores a
+    # little); the merge is one process copying tokens at the measured rate per input byte.
+    per_core = task_mbps[counts[0]] / cpus  # every measured count uses all cores
+    corpus_mb = 100e3
+    print(f"\nprojection for a 100 GB corpus: pods of {args.pod_cpus} cores at {per_core:.2f} MB/s per core "
+          f"(measured, {counts[0]} task(s)), merge at {merge_mbps:.1f} MB/s of input:")  # fmt: skip
+    for pods in (int(p) for p in args.pods.split(",") if p.strip()):
+        tasks_h = corpus_mb / (per_core * args.pod_cpus * pods) / 3600
+        merge_h = corpus_mb / merge_mbps / 3600
+        print(f"  {pods:>4} pods: tasks {tasks_h:.2f} h + merge {merge_h:.2f} h = {tasks_h + merge_h:.2f} h")
 
 
 if __name__ == "__main__":

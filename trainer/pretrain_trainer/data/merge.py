@@ -114,7 +114,8 @@ def merge(
         part = owner[i]
         store = out.child(part_prefix(part["tasks"], part["task_index"]))
         entry = part["files"][str(i)]
-        records = np.load(io.BytesIO(_read_verified(store, entry["records"])), allow_pickle=False)
+        # dict(): an NpzFile parses an array again on every access.
+        records = dict(np.load(io.BytesIO(_read_verified(store, entry["records"])), allow_pickle=False))
         tokens = np.frombuffer(_read_verified(store, entry["tokens"]), dtype=DTYPES[first["dtype"]])
         for split, ids in judge.file(records, tokens):
             writers[split].add_document(ids)
@@ -152,11 +153,14 @@ class _Judge:
     def file(self, records: Any, tokens: np.ndarray) -> Any:
         """(split, ids with EOS) of each kept document of one file."""
         cfg, log = self.cfg, self.log
-        ends = np.cumsum(np.maximum(records["lengths"], 0))
-        for j, (digest_row, status, length, source) in enumerate(
-            zip(records["digests"], records["status"], records["lengths"], records["sources"], strict=True)
+        # Plain Python values: per-element numpy scalars would make this loop, the merge's cost, several times slower.
+        lengths = records["lengths"].tolist()
+        ends = np.cumsum(np.maximum(records["lengths"], 0)).tolist()
+        blob = records["digests"].tobytes()
+        for j, (status, length, source) in enumerate(
+            zip(records["status"].tolist(), lengths, records["sources"].tolist(), strict=True)
         ):
-            digest, source = digest_row.tobytes(), str(source)
+            digest = blob[16 * j : 16 * j + 16]
             if status == EMPTY:
                 log.drop(EMPTY, source, "")
                 continue
@@ -166,7 +170,7 @@ class _Judge:
             if cfg.dedup:
                 self.seen.add(digest)
             if status:  # a per-document filter dropped it; the task kept the examples
-                log.dropped[str(status)] += 1
+                log.dropped[status] += 1
                 continue
             if self.curate is not None:
                 sig = records["signatures"][j] if records["has_signature"][j] else None
@@ -179,7 +183,7 @@ class _Judge:
             split = split_of(digest, cfg.validation_fraction)
             ids = tokens[ends[j] - length : ends[j]]
             self.report.kept[split] += 1
-            self.report.tokens[split] += int(length) + 1
+            self.report.tokens[split] += length + 1
             yield split, np.concatenate([ids.astype(np.uint32), self.eos])
 
     def finish(self, parts: list[dict[str, Any]]) -> None:
