@@ -152,6 +152,9 @@ def test_merge_refuses_a_part_whose_objects_differ_from_its_done_marker(tokenize
     victim.write_bytes(bytes(data))
     with pytest.raises(PartsError, match=rf"{victim.name}: differs from its done.json"):
         merge(cfg.output)
+    victim.unlink()
+    with pytest.raises(PartsError, match=rf"{victim.name}: missing, but its done.json lists it"):
+        merge(cfg.output)
     assert not (tmp_path / "out" / "train" / "index.json").exists()
 
 

@@ -19,9 +19,9 @@ import numpy as np
 
 from pretrain_trainer.curation.filters import EXAMPLES_PER_REASON, CurationFilter, CurationLog
 from pretrain_trainer.data.prepare import SPLITS, PrepareConfig, PrepareReport, check_output, remove_stale, split_of
-from pretrain_trainer.data.scatter import DONE, DUPLICATE, EMPTY, PART_FORMAT, PARTS, part_prefix
+from pretrain_trainer.data.scatter import DONE, DUPLICATE, EMPTY, PART_FORMAT, PARTS, part_prefix, strings
 from pretrain_trainer.data.shards import DTYPES, ShardWriter, TokenizerMeta
-from pretrain_trainer.storage import ObjectStore, StorageOptions, open_store
+from pretrain_trainer.storage import ObjectStore, StorageNotFound, StorageOptions, open_store
 
 #: What every part of one run must agree on.
 _SHARED = ("settings", "inputs", "sizes", "tokenizer", "dtype")
@@ -85,7 +85,10 @@ def _check_coverage(out: ObjectStore, parts: list[dict[str, Any]]) -> None:
 
 
 def _read_verified(store: ObjectStore, entry: dict[str, Any]) -> bytes:
-    data = store.read(entry["key"])
+    try:
+        data = store.read(entry["key"])
+    except StorageNotFound as err:
+        raise PartsError(f"{store.uri_for(entry['key'])}: missing, but its {DONE} lists it; re-run that task") from err
     if len(data) != entry["size"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise PartsError(f"{store.uri_for(entry['key'])}: differs from its {DONE} (size or sha256); re-run that task")
     return data
@@ -157,8 +160,14 @@ class _Judge:
         lengths = records["lengths"].tolist()
         ends = np.cumsum(np.maximum(records["lengths"], 0)).tolist()
         blob = records["digests"].tobytes()
+        redactions = strings(records["redacted"], len(lengths))
         for j, (status, length, source) in enumerate(
-            zip(records["status"].tolist(), lengths, records["sources"].tolist(), strict=True)
+            zip(
+                strings(records["status"], len(lengths)),
+                lengths,
+                strings(records["sources"], len(lengths)),
+                strict=True,
+            )
         ):
             digest = blob[16 * j : 16 * j + 16]
             if status == EMPTY:
@@ -174,7 +183,7 @@ class _Judge:
                 continue
             if self.curate is not None:
                 sig = records["signatures"][j] if records["has_signature"][j] else None
-                redacted = tuple(k for k in str(records["redacted"][j]).split(",") if k)
+                redacted = tuple(k for k in redactions[j].split(",") if k)
                 if not self.curate.reduce(source, sig, redacted):
                     continue
             if length < cfg.min_tokens:

@@ -101,14 +101,28 @@ class _Records:
         np.savez(
             buf,
             digests=np.frombuffer(b"".join(self.digests), dtype=np.uint8).reshape(-1, 16),
-            status=np.array(self.status, dtype=str),
+            status=_strings(self.status),
             lengths=np.array(self.lengths, dtype="<i8"),
             has_signature=np.array([s is not None for s in self.signatures], dtype=bool),
             signatures=sigs,
-            sources=np.array(self.sources, dtype=str),
-            redacted=np.array(self.redacted, dtype=str),
+            sources=_strings(self.sources),
+            redacted=_strings(self.redacted),
         )
         return buf.getvalue()
+
+
+def _strings(values: list[str]) -> np.ndarray:
+    # UTF-8 joined by NUL (which no path, reason or kind holds): numpy's str arrays are fixed-width UTF-32, which
+    # would spend the longest source's length times four bytes on every document.
+    return np.frombuffer("\0".join(values).encode(), dtype=np.uint8)
+
+
+def strings(array: np.ndarray, count: int) -> list[str]:
+    """The list `_strings` stored, checked to hold `count` values."""
+    values = array.tobytes().decode().split("\0") if count else []
+    if len(values) != count:
+        raise ValueError(f"part records hold {len(values)} strings for {count} documents; re-run that task")
+    return values
 
 
 def prepare_task(
