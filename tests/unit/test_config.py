@@ -64,6 +64,8 @@ BAD = [
     ("optimizer.schedule", "step", "spec.optimizer.schedule: 'step' is not one of cosine, linear, constant"),
     ("optimizer.beta2", 1.5, "spec.optimizer.beta2: must be <= 1.0, got 1.5"),
     ("objective.type", "mlm", "spec.objective.type: mlm needs an encoder architecture, but model.architecture is gpt2"),
+    ("objective.type", "electra", "spec.objective.type: electra trains an ELECTRA generator and discriminator; set "),
+    ("objective.electra.discriminatorWeight", 0, "spec.objective.electra.discriminatorWeight: must be > 0.0"),
     ("objective.mlm.masking", "sentence", "'sentence' is not one of token, whole-word, span"),
     ("objective.mlm.probability", 0, "spec.objective.mlm.probability: must be > 0.0"),
     ("objective.mlm.randomFraction", 0.5, "maskFraction + randomFraction = 1.3 exceeds 1"),

@@ -217,6 +217,13 @@ def test_roberta_dapt_continues_a_pretrained_checkpoint_with_whole_word_masking_
     assert (spec.objective.type, spec.objective.mlm.masking) == ("mlm", "whole-word")
 
 
+def test_electra_small_trains_a_quarter_width_generator_beside_the_small_discriminator():
+    spec = admitted(job_at("electra-small/pretrainjob.yaml")).spec
+    assert (spec.model.architecture, spec.objective.type) == ("electra", "electra")
+    assert spec.objective.electra.generator_size == 0.25 and spec.objective.electra.discriminator_weight == 50
+    assert spec.model.config["hidden_size"] == 256 and spec.checkpoint.export_hf
+
+
 # --- commands the examples show ------------------------------------------------------------------------------------
 
 

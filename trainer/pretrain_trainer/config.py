@@ -52,6 +52,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     "bert": {"kind": "encoder", "positions_key": "max_position_embeddings", "positions": 512},
     # RoBERTa reserves two positions for its padding offset.
     "roberta": {"kind": "encoder", "positions_key": "max_position_embeddings", "positions": 514, "offset": 2},
+    "electra": {"kind": "encoder", "positions_key": "max_position_embeddings", "positions": 512},
 }
 
 
@@ -191,11 +192,38 @@ class MlmSpec:
 
 
 @dataclass(frozen=True)
+class ElectraSpec:
+    """ELECTRA (Clark et al., 2020): a small masked-LM generator and a replaced-token-detection discriminator
+    trained jointly; the discriminator is `model`, the generator is derived from it."""
+
+    generator_size: float = spec_field(
+        0.25,
+        doc="Generator width as a share of the discriminator's: hidden size, intermediate size and attention "
+        "heads scale by it, depth is kept (the paper's best: 1/4 to 1/2).",
+        minimum=0.0,
+        maximum=1.0,
+        exclusive_minimum=True,
+    )
+    generator_config: dict[str, Any] = spec_field(
+        factory=dict,
+        doc="Explicit ElectraConfig overrides of the generator (win over generatorSize); vocabulary, positions "
+        "and embedding size always come from the discriminator, whose embeddings it shares.",
+    )
+    discriminator_weight: float = spec_field(
+        50.0, doc="λ in loss = generator MLM loss + λ · discriminator loss.", minimum=0.0, exclusive_minimum=True
+    )
+
+
+@dataclass(frozen=True)
 class ObjectiveSpec:
     type: str = spec_field(
-        "clm", doc="clm: next-token prediction (decoders); mlm: masked LM (encoders).", enum=("clm", "mlm")
+        "clm",
+        doc="clm: next-token prediction (decoders); mlm: masked LM (encoders); electra: replaced-token "
+        "detection with a masked-LM generator (architecture electra).",
+        enum=("clm", "mlm", "electra"),
     )
-    mlm: MlmSpec = spec_field(factory=MlmSpec, doc="Masking settings for type: mlm.")
+    mlm: MlmSpec = spec_field(factory=MlmSpec, doc="Masking settings for type: mlm, and the generator's for electra.")
+    electra: ElectraSpec = spec_field(factory=ElectraSpec, doc="Generator and loss weight for type: electra.")
 
 
 @dataclass(frozen=True)

@@ -108,8 +108,16 @@ def credentials_problem(value: str, path: str) -> Problem | None:
 def _model_problems(spec: PretrainJobSpec, path: str) -> list[Problem]:
     out: list[Problem] = []
     arch = ARCHITECTURES[spec.model.architecture]
-    wants = "encoder" if spec.objective.type == "mlm" else "decoder"
-    if arch["kind"] != wants:
+    wants = "decoder" if spec.objective.type == "clm" else "encoder"
+    if spec.objective.type == "electra" and spec.model.architecture != "electra":
+        out.append(
+            Problem(
+                f"{path}.objective.type",
+                f"electra trains an ELECTRA generator and discriminator; set model.architecture: electra "
+                f"(got {spec.model.architecture})",
+            )
+        )
+    elif arch["kind"] != wants:
         fit = ", ".join(a for a, v in ARCHITECTURES.items() if v["kind"] == wants)
         out.append(
             Problem(

@@ -402,7 +402,7 @@ class Trainer:
         if not summary.preempted and not evaluated_last_step:
             self._record_eval(step, summary)
         if not summary.preempted and self.checkpoints is not None and spec.checkpoint.export_hf:
-            summary.hf_export = self.checkpoints.export_hf(step, self.model, self.spec.tokenizer.uri)
+            summary.hf_export = self.objective.export(self.checkpoints, step, self.model, self.spec.tokenizer.uri)
         summary.steps = step
         summary.final_loss = summary.losses[-1] if summary.losses else float("nan")
         summary.tokens_seen = tokens_seen

@@ -40,7 +40,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from pretrain_trainer.checkpoint.agreement import agree, process_group_active
-from pretrain_trainer.checkpoint.hf_export import write_hf
+from pretrain_trainer.checkpoint.hf_export import unwrap, write_hf
 from pretrain_trainer.checkpoint.layout import (
     DAMAGED_FIX,
     MANIFEST,
@@ -452,8 +452,12 @@ class CheckpointManager:
         model: torch.nn.Module,
         tokenizer_uri: str | None = None,
         out_uri: str | None = None,
+        parts: dict[str, str] | None = None,
     ) -> str:
         """Write `model`'s current weights in Hugging Face `save_pretrained` format; returns the output URI.
+
+        `parts` writes submodules instead of the whole model: {folder under the output ("" for its root):
+        attribute of the model}, e.g. ELECTRA's {"": "discriminator", "generator": "generator"}.
 
         Output goes to `out_uri`, default `<uri>/hf/step-00000100`: config.json, model.safetensors (sharded
         for big models), generation_config.json if any, and the tokenizer files from `tokenizer_uri` (a
@@ -464,9 +468,22 @@ class CheckpointManager:
         """
         out = out_uri if out_uri is not None else self.store.uri_for(hf_dir(step))
         full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        self._on_rank0(
-            out, functools.partial(write_hf, model, full, tokenizer_uri, out, self.options, self.staging_dir)
-        )
+        for folder, attribute in (parts or {"": ""}).items():
+            sub_model = getattr(unwrap(model), attribute) if attribute else model
+            sub_state = {k.removeprefix(f"{attribute}."): v for k, v in full.items() if k.startswith(f"{attribute}.")}
+            sub_out = f"{out.rstrip('/')}/{folder}" if folder else out
+            self._on_rank0(
+                sub_out,
+                functools.partial(
+                    write_hf,
+                    sub_model,
+                    sub_state if attribute else full,
+                    tokenizer_uri,
+                    sub_out,
+                    self.options,
+                    self.staging_dir,
+                ),
+            )
         del full  # the gathered weights can be the size of the whole model: free them before returning
         return open_store(out, self.options).uri
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from pretrain_trainer.objectives.base import ForwardOutput, Objective
 from pretrain_trainer.objectives.clm import CausalLM
+from pretrain_trainer.objectives.electra import Electra, ElectraPair
 from pretrain_trainer.objectives.masking import (
     IGNORE_INDEX,
     MaskingConfig,
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from pretrain_trainer.config import PretrainJobSpec
     from pretrain_trainer.token_roles import TokenRoles
 
-OBJECTIVES: dict[str, type[Objective]] = {"clm": CausalLM, "mlm": MaskedLM}
+OBJECTIVES: dict[str, type[Objective]] = {"clm": CausalLM, "mlm": MaskedLM, "electra": Electra}
 """objective.type → its class (the spec's enum lists the same names)."""
 
 
@@ -51,6 +52,8 @@ __all__ = [
     "IGNORE_INDEX",
     "OBJECTIVES",
     "CausalLM",
+    "Electra",
+    "ElectraPair",
     "ForwardOutput",
     "MaskedLM",
     "MaskingConfig",
