@@ -123,6 +123,7 @@ def _env(job: JobRef, spec: PretrainJobSpec, index: int, attempt: int) -> list[d
         c.PRETRAIN_RUN_DIR: naming.RUN_DIR,
         c.PRETRAIN_TERMINATION_LOG: naming.TERMINATION_LOG,
         c.PRETRAIN_DATA_CACHE_DIR: naming.DATA_CACHE_DIR,
+        c.PRETRAIN_JOB_UID: job.uid or job.name,
     }
     env: list[dict[str, Any]] = [{"name": k, "value": str(v)} for k, v in plain.items()]
     env += hardening.cache_env()

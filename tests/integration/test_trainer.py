@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from pretrain_trainer.checkpoint import CheckpointManager
+from pretrain_trainer.checkpoint.lease import RUN_ID_FILE
 from pretrain_trainer.config import load_job
 from pretrain_trainer.contract import EXIT_PREEMPTED, EXIT_STALLED
 from pretrain_trainer.distributed import DistEnv
@@ -182,6 +183,10 @@ def test_a_run_stopped_mid_way_resumes_with_the_same_losses_as_an_uninterrupted_
         assert proc.wait(60) != 0
     stopped_at = max(_steps(first))
     second = tmp_path / "second"
+    # The restart is the same run (in a pod: the same job uid), so it takes over the checkpoint URI's lease, which a
+    # killed run leaves behind; its logs go to their own folder to compare them.
+    second.mkdir()
+    (second / RUN_ID_FILE).write_text((first / RUN_ID_FILE).read_text())
     summary = _run(job, 2, second, child_env)
     resumed = summary["resumed_from"]
     assert resumed is not None and resumed <= stopped_at

@@ -144,6 +144,14 @@ ROWS = [
         "spec.storage.endpoint",
         "operator",
     ),
+    ("enum-non-finite-action", {"spec.training.nonFinite.action": "ignore"}, "spec.training.nonFinite.action", "both"),
+    (
+        "rollback-without-checkpoints",
+        {"spec.training.nonFinite.action": "rollback", "spec.checkpoint.uri": _DELETE},
+        "spec.training.nonFinite.action",
+        "operator",
+    ),
+    ("resume-from-negative", {"spec.checkpoint.resumeFrom": -1}, "spec.checkpoint.resumeFrom", "both"),
     # A local path in a cluster job is each pod's own disk: data missing, checkpoints lost on every restart.
     ("checkpoint-on-local-disk", {"spec.checkpoint.uri": "file:///mnt/ckpt"}, "spec.checkpoint.uri", "operator"),
     ("data-on-local-disk", {"spec.data.train": "/data/train"}, "spec.data.train", "operator"),

@@ -99,6 +99,7 @@ def test_checkpoint_validation_and_every_documented_name_is_exposed(served):
     before = time.time()
     tm.observe_checkpoint(5, 42.0)
     tm.observe_validation(2.0, math.exp(2.0))
+    tm.observe_non_finite()
     text = scrape(port)
 
     assert value(text, "pretrain_checkpoint_save_duration_seconds_count") == 1
@@ -108,6 +109,7 @@ def test_checkpoint_validation_and_every_documented_name_is_exposed(served):
     assert before - 1 <= value(text, "pretrain_last_checkpoint_timestamp_seconds") <= time.time() + 1
     assert value(text, "pretrain_validation_loss") == 2.0
     assert value(text, "pretrain_validation_perplexity") == pytest.approx(math.exp(2.0))
+    assert value(text, "pretrain_non_finite_steps_total") == 1
 
     # METRIC_NAMES is exactly the set of families on /metrics, each with samples (besides the `<name>_created`
     # gauges that prometheus_client adds for counters and histograms).

@@ -130,6 +130,7 @@ def test_env_contract_for_torchrun_and_kubeflow_scripts(pods, index):
     assert env["MASTER_PORT"] == str(RENDEZVOUS_PORT)
     assert env[c.PRETRAIN_TERMINATION_LOG] == naming.TERMINATION_LOG == container(pods[index])["terminationMessagePath"]
     assert env[c.PRETRAIN_RUN_DIR] == naming.RUN_DIR
+    assert env[c.PRETRAIN_JOB_UID] == UID  # the checkpoint lease's identity: the same for every attempt
 
 
 @pytest.mark.parametrize("index", [0, 3])

@@ -271,6 +271,28 @@ class OptimizerSpec:
     grad_clip: float = spec_field(1.0, doc="Clip the global gradient norm to this (0 disables).", minimum=0.0)
 
 
+NON_FINITE_ACTIONS = ("stop", "skip", "rollback")
+
+
+@dataclass(frozen=True)
+class NonFiniteSpec:
+    """What the trainer does about a step whose loss or gradient norm is NaN or infinite. The check runs on every
+    step, on values every rank already holds, and the checkpoint of such a step is never written."""
+
+    action: str = spec_field(
+        "stop",
+        doc="stop: end the run with an error naming the step, without saving it; skip: drop that global batch (no "
+        "optimizer or scheduler step) and go on; rollback: reload the newest checkpoint known to be good and "
+        "continue past the offending global batch (needs checkpoint.uri).",
+        enum=NON_FINITE_ACTIONS,
+    )
+    limit: int = spec_field(
+        3,
+        doc="Batches `skip` may drop, or rollbacks `rollback` may make, in one run before it stops with an error.",
+        minimum=1,
+    )
+
+
 @dataclass(frozen=True)
 class TrainingSpec:
     max_steps: int = spec_field(1000, doc="Optimizer steps to train for.", minimum=1)
@@ -308,6 +330,9 @@ class TrainingSpec:
         "storage.retryTimeoutSeconds and the longest checkpoint save.",
         minimum=1,
     )
+    non_finite: NonFiniteSpec = spec_field(
+        factory=NonFiniteSpec, doc="What to do when a step's loss or gradient norm is NaN or infinite."
+    )
 
     def batch_samples(self, sequence_length: int) -> int:
         return self.global_batch_samples or self.global_batch_tokens // sequence_length
@@ -317,7 +342,15 @@ class TrainingSpec:
 class CheckpointSpec:
     uri: str = spec_field("", doc="Where checkpoints go (s3:// URI or local path). Empty: no checkpoints, no resume.")
     every_steps: int = spec_field(1000, doc="Steps between checkpoints (one is also written at the end).", minimum=1)
-    keep: int = spec_field(3, doc="Complete checkpoints to keep.", minimum=1)
+    keep: int = spec_field(
+        3, doc="Complete checkpoints to keep; pruning never drops the newest ones known to be good.", minimum=1
+    )
+    resume_from: int = spec_field(
+        0,
+        doc="Resume from the checkpoint of this step (0: the newest one that verifies). Checkpoints newer than it "
+        "from before this choice are set aside (renamed step-N.superseded-<time>/), never deleted.",
+        minimum=0,
+    )
     export_hf: bool = spec_field(
         False,
         name="exportHF",

@@ -58,6 +58,8 @@ MASTER_PORT = "MASTER_PORT"
 PRETRAIN_RUN_DIR = "PRETRAIN_RUN_DIR"  # local folder for logs and the summary
 PRETRAIN_TERMINATION_LOG = "PRETRAIN_TERMINATION_LOG"  # where global rank 0 leaves its termination record
 PRETRAIN_LOG_LEVEL = "PRETRAIN_LOG_LEVEL"
+# The PretrainJob's metadata.uid: the identity in the checkpoint URI's lease, the same across gang restarts.
+PRETRAIN_JOB_UID = "PRETRAIN_JOB_UID"
 # The address rank 0's /metrics listens on: the pod's IP in a pod (where the PodMonitor and the operator scrape);
 # unset (a local run) it is loopback, so a laptop or a shared node does not publish its training metrics.
 PRETRAIN_METRICS_ADDR = "PRETRAIN_METRICS_ADDR"

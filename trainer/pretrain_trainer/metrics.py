@@ -50,6 +50,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "pretrain_checkpoint_save_duration_seconds",
     "pretrain_last_checkpoint_step",
     "pretrain_last_checkpoint_timestamp_seconds",
+    "pretrain_non_finite_steps_total",
     "pretrain_validation_loss",
     "pretrain_validation_perplexity",
 )
@@ -154,6 +155,10 @@ class TrainerMetrics:
         self._ckpt_time = gauge(
             "pretrain_last_checkpoint_timestamp_seconds", "Unix time the last checkpoint finished saving."
         )
+        self._non_finite = counter(
+            "pretrain_non_finite_steps_total",
+            "Steps whose loss or gradient norm was NaN or infinite (not applied: stopped, skipped or rolled back).",
+        )
         self._val_loss = gauge("pretrain_validation_loss", "Loss on the validation set at the last evaluation.")
         self._val_ppl = gauge("pretrain_validation_perplexity", "exp(validation loss) at the last evaluation.")
 
@@ -218,6 +223,10 @@ class TrainerMetrics:
             return
         self._val_loss.labels(self.job).set(loss)
         self._val_ppl.labels(self.job).set(perplexity)
+
+    def observe_non_finite(self) -> None:
+        if self.enabled:
+            self._non_finite.labels(self.job).inc()
 
     def set_max_steps(self, n: int) -> None:
         if self.enabled:

@@ -13,9 +13,36 @@ def read_log(run_dir: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def current(records: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The records that still stand: without those a resume or rollback superseded (one value per step)."""
+    return [r for r in records if not r.get("superseded")]
+
+
+def supersede_after(run_dir: Path, step: int) -> int:
+    """Mark every record of train.jsonl about a step after `step` as `"superseded": true`: a run that resumes
+    from the checkpoint of `step` trains those steps again, and plots must show each step once. Kept rather than
+    deleted (they show what happened before the crash). Returns how many records were marked; atomic."""
+    path = run_dir / "train.jsonl"
+    if not path.exists():
+        return 0
+    lines, marked = [], 0
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if isinstance(record.get("step"), int) and record["step"] > step and not record.get("superseded"):
+            record["superseded"] = True
+            line = json.dumps(record)
+            marked += 1
+        lines.append(line)
+    if marked:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in lines))
+        tmp.replace(path)
+    return marked
+
+
 def plot_loss(run_dir: Path, out: Path | None = None) -> Path | None:
     """Training loss per step (and validation loss where measured) as a PNG; None when nothing was logged."""
-    records = read_log(run_dir)
+    records = current(read_log(run_dir))
     train = [(r["step"], r["loss"]) for r in records if "event" not in r and "loss" in r]
     if not train:
         return None

@@ -22,6 +22,12 @@ def semantic_problems(spec: PretrainJobSpec, path: str = "spec") -> list[Problem
     mlm_names = {f.name: yaml_name(f) for f in dataclasses.fields(MlmSpec)}
     out += [Problem(f"{path}.objective.mlm", m) for m in spec.objective.mlm.cross_field_problems(mlm_names.__getitem__)]
     out += _batch_problems(spec, path)
+    if spec.training.non_finite.action == "rollback" and not spec.checkpoint.uri:
+        out.append(
+            Problem(f"{path}.training.nonFinite.action", "rollback needs checkpoints to go back to: set checkpoint.uri")
+        )
+    if spec.checkpoint.resume_from and not spec.checkpoint.uri:
+        out.append(Problem(f"{path}.checkpoint.resumeFrom", "needs checkpoint.uri, the checkpoints to resume from"))
     out += _runtime_problems(spec, path)
     pod = pod_problems(spec.workers, f"{path}.workers")
     out += pod

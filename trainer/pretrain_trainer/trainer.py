@@ -30,16 +30,18 @@ from torch.nn.parallel import DistributedDataParallel
 from pretrain_trainer import distributed
 from pretrain_trainer.batches import job_loader
 from pretrain_trainer.checkpoint import CheckpointManager
-from pretrain_trainer.config import ConfigError, Job, PretrainJobSpec, to_dict
+from pretrain_trainer.config import ConfigError, Job, PretrainJobSpec
 from pretrain_trainer.data.loader import StreamingLoader
 from pretrain_trainer.data.shards import ShardSet
 from pretrain_trainer.distributed import DistEnv
 from pretrain_trainer.metrics import StepMetrics, TrainerMetrics, all_reduce_sum, model_flops_per_token, peak_flops
 from pretrain_trainer.model import max_positions
+from pretrain_trainer.nonfinite import OK, ROLLBACK, NonFiniteGuard, RollBack, finite
 from pretrain_trainer.objectives import build_objective
 from pretrain_trainer.objectives.base import ForwardOutput
 from pretrain_trainer.optim import build_optimizer, build_scheduler
 from pretrain_trainer.preflight import check_data, check_token_ids, model_config_problems
+from pretrain_trainer.resume import CheckpointSession, Progress, trainer_state
 from pretrain_trainer.storage import StorageOptions
 from pretrain_trainer.token_roles import TokenRoles
 from pretrain_trainer.tokenizer.load import LoadedTokenizer, load_tokenizer
@@ -222,7 +224,8 @@ class Trainer:
 
     def train_step(self, window: torch.Tensor, first_position: int, stop_requested: bool) -> StepResult:
         """One optimizer step on this rank's part of a global batch. The stop flag rides on the loss all-reduce,
-        so agreeing on it costs no extra collective."""
+        so agreeing on it costs no extra collective. A step whose loss or grad norm is not finite is not applied
+        (nor is the scheduler stepped)."""
         batch = self._batch(window, first_position)
         totals = all_reduce_sum(self.objective.counts(batch))
         sums: dict[str, float] = {}
@@ -240,18 +243,17 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), clip if clip > 0 else float("inf"))
         if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor sharded like the parameters
             grad_norm = grad_norm.full_tensor()
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        # The loss all-reduce comes before the update: a non-finite loss on any rank, or a non-finite global grad
+        # norm (the same on every rank), keeps every rank from applying the step, with no collective of its own.
         reduced = all_reduce_sum({**sums, "stop": float(stop_requested)})
         parts = {k: v for k, v in reduced.items() if k in self.objective.weights}
         stats = {k.removeprefix("stat:"): v for k, v in reduced.items() if k.startswith("stat:")}
-        return StepResult(
-            self.objective.loss(parts, totals),
-            float(grad_norm),
-            reduced["stop"] > 0,
-            self.objective.metrics(parts, totals, stats),
-        )
+        loss, norm = float(self.objective.loss(parts, totals)), float(grad_norm)
+        if finite(loss, norm):
+            self.optimizer.step()
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return StepResult(loss, norm, reduced["stop"] > 0, self.objective.metrics(parts, totals, stats))
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float] | None:
@@ -283,27 +285,18 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------------- the run
 
-    def _trainer_state(self, step: int, loader: StreamingLoader, tokens_seen: int) -> dict[str, Any]:
-        return {
-            "step": step,
-            "loader": loader.state().as_dict(),
-            "tokens_seen": tokens_seen,
-            "global_batch_samples": self.global_samples,
-            "spec": to_dict(self.spec),
-            "job": self.job.name,
-        }
-
-    def _save(self, step: int, loader: StreamingLoader, tokens_seen: int) -> str:
+    def _save(self, progress: Progress, loader: StreamingLoader, summary: Summary) -> None:
         assert self.checkpoints is not None
         started = time.perf_counter()
-        uri = self.checkpoints.save(
-            step, self.model, self.optimizer, self.scheduler, self._trainer_state(step, loader, tokens_seen)
-        )
+        state = trainer_state(progress, loader.state().as_dict(), self.global_samples, self.job)
+        # known_good: the step's loss and grad norm were finite (a non-finite step is never applied nor saved).
+        uri = self.checkpoints.save(progress.step, self.model, self.optimizer, self.scheduler, state, known_good=True)
         self.checkpoints.prune()
         seconds = time.perf_counter() - started
-        self.metrics.observe_checkpoint(step, seconds)
-        self._log_line({"event": "checkpoint", "step": step, "uri": uri, "seconds": round(seconds, 3)})
-        return uri
+        self.metrics.observe_checkpoint(progress.step, seconds)
+        self._log_line({"event": "checkpoint", "step": progress.step, "uri": uri, "seconds": round(seconds, 3)})
+        summary.last_checkpoint, summary.last_checkpoint_step = uri, progress.step
+        progress.last_saved = progress.step
 
     def _watchdog(self, step: int) -> StallWatchdog:
         """This rank's stall watchdog; with more than one rank, it shares heartbeats through the rendezvous store."""
@@ -319,19 +312,25 @@ class Trainer:
             f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
 
     def run(self) -> Summary:
-        spec, env = self.spec, self.env
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.stop.install()
-        step, samples_consumed, tokens_seen, resumed_from = 0, 0, 0, None
-        if self.checkpoints is not None and (latest := self.checkpoints.latest()) is not None:
-            state = self.checkpoints.load(latest, self.model, self.optimizer, self.scheduler)
-            if state["global_batch_samples"] != self.global_samples:
-                raise ValueError(
-                    f"spec.training: the checkpoint at step {latest} was made with {state['global_batch_samples']} "
-                    f"samples per step, this job has {self.global_samples}; keep the global batch to resume"
-                )
-            step, tokens_seen, resumed_from = state["step"], state["tokens_seen"], latest
-            samples_consumed = state["loader"]["samples_consumed"]
+        session = (
+            CheckpointSession(self.checkpoints, self.job, self.run_dir, self.global_samples, self._log_line)
+            if self.checkpoints is not None
+            else None
+        )
+        try:
+            if session is not None:
+                session.start()
+            progress = session.resume(self.model, self.optimizer, self.scheduler) if session else Progress()
+            return self._run(progress, session)
+        finally:
+            if session is not None:
+                session.stop()
+
+    def _run(self, progress: Progress, session: CheckpointSession | None) -> Summary:
+        spec, env = self.spec, self.env
+        first_step = progress.step
         if env.is_main:
             log.info(
                 "job %s: %s %s, %.1fM parameters, world %d, global batch %d × %d tokens, %d micro steps; %s",
@@ -343,61 +342,37 @@ class Trainer:
                 self.global_samples,
                 self.seq,
                 self.accum,
-                f"resumed from step {step}" if resumed_from is not None else "starting from step 0",
+                f"resumed from step {progress.step}" if progress.resumed_from is not None else "starting from step 0",
             )
             self.metrics.start()
             self.metrics.set_max_steps(spec.training.max_steps)
         summary = Summary(
             self.job.name,
-            step,
+            progress.step,
             float("nan"),
-            tokens_seen,
+            progress.tokens_seen,
             0.0,
             0.0,
             env.world_size,
             self.info.num_params,
-            resumed_from=resumed_from,
+            resumed_from=progress.resumed_from,
         )
         started = time.perf_counter()
         tokens_this_run = 0
-        last_saved = step if resumed_from is not None else -1
-        with self._loader(self.train_set, samples_consumed, train=True) as loader, self._watchdog(step) as watchdog:
-            while step < spec.training.max_steps:
-                t0 = time.perf_counter()
-                wait0, read0 = loader.wait_seconds, self.train_set.bytes_read
-                position = loader.samples_consumed + env.rank * (self.global_samples // env.world_size)
-                batch = next(loader)
-                check_token_ids(batch, self.tokenizer.vocab_size, f"spec.data.train: {self.train_set.store.uri}")
-                window = torch.from_numpy(batch)
-                result = self.train_step(window, position, self.stop.requested)
-                step += 1
-                step_tokens = self.global_samples * self.seq
-                tokens_seen += step_tokens
-                tokens_this_run += step_tokens
-                summary.losses.append(result.loss)
-                watchdog.beat(step)
-                seconds = time.perf_counter() - t0
-                self._record(
-                    step,
-                    result,
-                    seconds,
-                    loader.wait_seconds - wait0,
-                    self.train_set.bytes_read - read0,
-                    step_tokens,
-                )
-                if self.checkpoints is not None and step % spec.checkpoint.every_steps == 0:
-                    summary.last_checkpoint = self._save(step, loader, tokens_seen)
-                    summary.last_checkpoint_step = last_saved = step
-                    watchdog.beat(step)
-                if spec.training.eval_every_steps and step % spec.training.eval_every_steps == 0:
-                    self._record_eval(step, summary)
-                    watchdog.beat(step)
-                if result.stop:
-                    summary.preempted = True
-                    break
-            if self.checkpoints is not None and last_saved != step:
-                summary.last_checkpoint = self._save(step, loader, tokens_seen)
-                summary.last_checkpoint_step = step
+        guard = NonFiniteGuard(spec.training.non_finite, self._record_non_finite)
+        while True:
+            before = progress.tokens_seen
+            try:
+                self._train(progress, summary, guard)
+                tokens_this_run += progress.tokens_seen - before
+                break
+            except RollBack as rollback:
+                tokens_this_run += rollback.tokens_seen - before
+                assert session is not None  # rollback needs checkpoint.uri (spec_checks)
+                guard.passed.add(rollback.start)
+                progress = session.roll_back(self.model, self.optimizer, self.scheduler, rollback.start)
+                del summary.losses[max(0, progress.step - first_step) :]
+        step = progress.step
         evaluated_last_step = bool(spec.training.eval_every_steps) and step % spec.training.eval_every_steps == 0
         if not summary.preempted and not evaluated_last_step:
             self._record_eval(step, summary)
@@ -405,13 +380,72 @@ class Trainer:
             summary.hf_export = self.objective.export(self.checkpoints, step, self.model, self.spec.tokenizer.uri)
         summary.steps = step
         summary.final_loss = summary.losses[-1] if summary.losses else float("nan")
-        summary.tokens_seen = tokens_seen
+        summary.tokens_seen = progress.tokens_seen
         summary.seconds = time.perf_counter() - started
         summary.tokens_per_second = tokens_this_run / summary.seconds if summary.seconds else 0.0
         if env.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=1))
         self.metrics.stop()
         return summary
+
+    def _train(self, progress: Progress, summary: Summary, guard: NonFiniteGuard) -> None:
+        """Train from `progress` to maxSteps (or a stop request), checkpointing and evaluating on the way.
+        Raises RollBack when the non-finite policy asks for one."""
+        spec, env, step_tokens = self.spec, self.env, self.global_samples * self.seq
+        with (
+            self._loader(self.train_set, progress.samples, train=True) as loader,
+            self._watchdog(progress.step) as watchdog,
+        ):
+            while progress.step < spec.training.max_steps:
+                t0 = time.perf_counter()
+                wait0, read0 = loader.wait_seconds, self.train_set.bytes_read
+                start = loader.samples_consumed
+                batch = next(loader)
+                if start in guard.passed:  # the global batch a rollback goes past
+                    progress.skipped += 1
+                    self._log_line({"event": "batch_skipped", "step": progress.step + 1, "samples": start})
+                    continue
+                check_token_ids(batch, self.tokenizer.vocab_size, f"spec.data.train: {self.train_set.store.uri}")
+                position = start + env.rank * (self.global_samples // env.world_size)
+                result = self.train_step(torch.from_numpy(batch), position, self.stop.requested)
+                samples = (start, start + self.global_samples)
+                action = guard.decide(progress.step + 1, result.loss, result.grad_norm, samples)
+                if action == ROLLBACK:
+                    raise RollBack(start, progress.tokens_seen)
+                if action == OK:
+                    progress.step += 1
+                    progress.tokens_seen += step_tokens
+                    summary.losses.append(result.loss)
+                    watchdog.beat(progress.step)
+                    seconds = time.perf_counter() - t0
+                    waited, read = loader.wait_seconds - wait0, self.train_set.bytes_read - read0
+                    self._record(progress.step, result, seconds, waited, read, step_tokens)
+                    self._after_step(progress, loader, summary, watchdog)
+                else:
+                    progress.skipped += 1
+                if result.stop:
+                    summary.preempted = True
+                    break
+            if self.checkpoints is not None and progress.last_saved != progress.step:
+                self._save(progress, loader, summary)
+
+    def _after_step(
+        self, progress: Progress, loader: StreamingLoader, summary: Summary, watchdog: StallWatchdog
+    ) -> None:
+        """The periodic checkpoint and validation after an applied step."""
+        spec = self.spec
+        if self.checkpoints is not None and progress.step % spec.checkpoint.every_steps == 0:
+            self._save(progress, loader, summary)
+            watchdog.beat(progress.step)
+        if spec.training.eval_every_steps and progress.step % spec.training.eval_every_steps == 0:
+            self._record_eval(progress.step, summary)
+            watchdog.beat(progress.step)
+
+    def _record_non_finite(self, record: dict[str, Any]) -> None:
+        self.metrics.observe_non_finite()
+        self._log_line({"event": "non_finite", **record})
+        if self.env.is_main:
+            log.warning("non-finite step, not applied: %s", record)
 
     def _record(
         self, step: int, result: StepResult, seconds: float, waited: float, bytes_read: int, tokens: int

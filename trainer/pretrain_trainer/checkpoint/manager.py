@@ -139,6 +139,9 @@ class CheckpointManager:
         self.signing_key = signing_key if signing_key is not None else signing_key_from_env()
         self.last_saved: int | None = None
         """The step this manager last saved or loaded: `due()` never asks for a second save of it."""
+        self.fence: Callable[[], None] | None = None
+        """Called on rank 0 right before a manifest is written; raising there keeps the checkpoint unpublished
+        (the trainer renews its lease on the root here, so a run that lost the lease never publishes)."""
 
     # -- discovery
 
@@ -198,6 +201,10 @@ class CheckpointManager:
         return save_due(step, self.every_steps, self.last_saved, final)
 
     # -- helpers
+
+    def agree(self, error: BaseException | None, payload: Any = None) -> list[Any]:
+        """Every rank's payload in rank order, or on every rank an error if one rank had one (a collective)."""
+        return self._agree(self.uri, error, payload)
 
     def _agree(self, uri: str, error: BaseException | None, payload: Any = None) -> list[Any]:
         return agree(uri, error, payload, distributed=self.distributed, world_size=self.world_size)
@@ -276,7 +283,7 @@ class CheckpointManager:
         if self.signing_key is not None:
             manifest = sign(manifest, self.signing_key)
         manifest_bytes = json.dumps(manifest, indent=1).encode()
-        self._on_rank0(uri, lambda: self.store.write(f"{step_dir(step)}/{MANIFEST}", manifest_bytes))
+        self._on_rank0(uri, functools.partial(self._commit, step, manifest_bytes))
         if self.rank == 0:
             log.info(
                 "checkpoint %s: %d objects, %.1f MiB in %.1fs (DCP staging %.1fs)",
@@ -288,6 +295,11 @@ class CheckpointManager:
             )
         self.last_saved = step
         return uri
+
+    def _commit(self, step: int, manifest_bytes: bytes) -> None:
+        if self.fence is not None:
+            self.fence()
+        self.store.write(f"{step_dir(step)}/{MANIFEST}", manifest_bytes)
 
     def _stage_and_upload(
         self, step: int, uri: str, model: torch.nn.Module, optimizer: Any, scheduler: Any

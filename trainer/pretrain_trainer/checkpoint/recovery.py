@@ -65,7 +65,7 @@ def resume_newest(
 ) -> Resumed | None:
     """The body of `CheckpointManager.resume` (see there); a collective: every rank calls it."""
     listed = manager.steps() if manager.rank == 0 else []
-    candidates = [s for s in manager._agree(manager.uri, None, listed)[0] if floor is None or s >= floor]
+    candidates = [s for s in manager.agree(None, listed)[0] if floor is None or s >= floor]
     if floor is not None and floor not in candidates:
         hint = f"complete checkpoints: {', '.join(map(str, candidates)) or 'none'} at or after it"
         raise CheckpointNotFound(manager.checkpoint_uri(floor), f"no complete checkpoint at step {floor}; {hint}")
