@@ -267,5 +267,11 @@ def test_the_poison_hook_is_inert_in_evaluation_and_for_other_batches(job_file, 
     with t._loader(t.train_set, 0, train=True) as loader:
         clean, poisoned = torch.from_numpy(next(loader)), torch.from_numpy(next(loader))
     t.raw_model.train()
-    assert torch.isfinite(t._forward_loss_sum(t._batch(clean, 0)))
-    assert torch.isnan(t._forward_loss_sum(t._batch(poisoned, GLOBAL)))
+
+    def logits(window, position):
+        return t.raw_model(input_ids=t._batch(window, position)["input_ids"]).logits
+
+    assert torch.isfinite(logits(clean, 0)).all()
+    assert torch.isnan(logits(poisoned, GLOBAL)).all()
+    t.raw_model.eval()
+    assert torch.isfinite(logits(poisoned, GLOBAL)).all()
