@@ -100,7 +100,9 @@ def test_tiny_bert_learns_masked_lm_with_whole_word_masking(bert_data, s3_endpoi
     )
     summary = _run(job, 2, tmp_path / "run", child_env)
     losses = summary["losses"]
-    assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 - 0.4, losses
+    # About 0.4 nats lower after 60 steps, the exact drop depending on the sample order (and on run-to-run noise
+    # of a few hundredths): 0.3 shows learning without sitting on the edge.
+    assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 - 0.3, losses
 
 
 def test_one_and_two_processes_follow_the_same_loss_curve(gpt_data, s3_endpoint, child_env, tmp_path):
