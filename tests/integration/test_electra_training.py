@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer, ElectraForMaskedLM, ElectraForPreTraining
 
-from pretrain_trainer.launch import run_local
 from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec
+from tests.integration.test_trainer import _run
 from tests.support.jobs import make_dataset, write_job
-from tests.support.s3 import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY_ELECTRA = {
     "num_hidden_layers": 2,
     "hidden_size": 32,
@@ -34,21 +31,6 @@ def data(s3):
     return make_dataset("s3://trainer-electra", "bundled", spec, s3)
 
 
-@pytest.fixture
-def child_env(s3, monkeypatch):
-    env = {
-        "AWS_ACCESS_KEY_ID": TEST_ACCESS_KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": TEST_SECRET_ACCESS_KEY,
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
-        "PRETRAIN_LOG_LEVEL": "WARNING",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return env
-
-
 def _job(path: Path, name: str, data, endpoint: str, **spec) -> Path:
     base = {
         "model": {"architecture": "electra", "config": TINY_ELECTRA},
@@ -59,12 +41,6 @@ def _job(path: Path, name: str, data, endpoint: str, **spec) -> Path:
     for key, value in spec.items():
         base[key] = {**base.get(key, {}), **value}
     return write_job(path, name, data, endpoint, kind="mlm", **base)
-
-
-def _run(job: Path, nproc: int, run_dir: Path, env: dict[str, str]) -> dict:
-    code = run_local(str(job), nproc, run_dir, extra_env=env)
-    assert code == 0, (run_dir / "rank-0.log").read_text()[-3000:]
-    return json.loads((run_dir / "summary.json").read_text())
 
 
 def _records(run_dir: Path) -> dict[int, dict]:

@@ -24,9 +24,7 @@ from pretrain_trainer.launch import run_local
 from pretrain_trainer.storage import open_store
 from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec
 from pretrain_trainer.trainer import Trainer
-from tests.support.checkout import checkout_pythonpath
 from tests.support.jobs import make_dataset, write_job
-from tests.support.s3 import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
 
 
 @pytest.fixture(scope="module")
@@ -38,22 +36,6 @@ def gpt_data(s3):
 def bert_data(s3):
     spec = TokenizerTrainingSpec(model="wordpiece", vocab_size=512, objective="mlm")
     return make_dataset("s3://trainer-bert", "bundled", spec, s3)
-
-
-@pytest.fixture
-def child_env(s3, monkeypatch):
-    """The credentials a pod would get from its Secret; the endpoint comes from spec.storage."""
-    env = {
-        "AWS_ACCESS_KEY_ID": TEST_ACCESS_KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": TEST_SECRET_ACCESS_KEY,
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "PYTHONPATH": checkout_pythonpath(),
-        "PRETRAIN_LOG_LEVEL": "WARNING",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return env
 
 
 def _run(job: Path, nproc: int, run_dir: Path, env: dict[str, str]) -> dict:

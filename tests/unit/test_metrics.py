@@ -100,6 +100,7 @@ def test_checkpoint_validation_and_every_documented_name_is_exposed(served):
     tm.observe_checkpoint(5, 42.0)
     tm.observe_validation(2.0, math.exp(2.0))
     tm.observe_non_finite()
+    tm.observe_objective({"generator_loss": 3.5, "replaced_ratio": 0.12})
     text = scrape(port)
 
     assert value(text, "pretrain_checkpoint_save_duration_seconds_count") == 1
@@ -110,6 +111,8 @@ def test_checkpoint_validation_and_every_documented_name_is_exposed(served):
     assert value(text, "pretrain_validation_loss") == 2.0
     assert value(text, "pretrain_validation_perplexity") == pytest.approx(math.exp(2.0))
     assert value(text, "pretrain_non_finite_steps_total") == 1
+    assert value(text, "pretrain_objective_metric", metric="generator_loss") == 3.5
+    assert value(text, "pretrain_objective_metric", metric="replaced_ratio") == 0.12
 
     # METRIC_NAMES is exactly the set of families on /metrics, each with samples (besides the `<name>_created`
     # gauges that prometheus_client adds for counters and histograms).

@@ -53,6 +53,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "pretrain_non_finite_steps_total",
     "pretrain_validation_loss",
     "pretrain_validation_perplexity",
+    "pretrain_objective_metric",
 )
 LABEL = "job_name"
 
@@ -123,6 +124,13 @@ class TrainerMetrics:
             return Histogram(name, doc, labels, registry=r, buckets=buckets)
 
         self._loss = gauge("pretrain_loss", "Training loss of the last step, mean over ranks.")
+        self._objective = Gauge(
+            "pretrain_objective_metric",
+            "The objective's own numbers of the last step, by `metric` (ELECTRA: generator_loss, "
+            "generator_accuracy, discriminator_loss, discriminator_accuracy, replaced_ratio).",
+            (LABEL, "metric"),
+            registry=r,
+        )
         self._lr = gauge("pretrain_learning_rate", "Learning rate of the last step.")
         self._grad_norm = gauge("pretrain_grad_norm", "Global gradient norm before clipping, last step.")
         self._tps = gauge("pretrain_tokens_per_second", "Training throughput over all ranks, tokens per second.")
@@ -217,6 +225,13 @@ class TrainerMetrics:
         self._ckpt_seconds.labels(self.job).observe(seconds)
         self._ckpt_step.labels(self.job).set(step)
         self._ckpt_time.labels(self.job).set(time.time())
+
+    def observe_objective(self, values: dict[str, float]) -> None:
+        """The objective's own per-step numbers (`Objective.metrics`, e.g. ELECTRA's generator_loss)."""
+        if not self.enabled:
+            return
+        for name, value in values.items():
+            self._objective.labels(self.job, name).set(value)
 
     def observe_validation(self, loss: float, perplexity: float) -> None:
         if not self.enabled:

@@ -471,6 +471,7 @@ class Trainer:
                     storage_bytes_read=bytes_read,
                 ),
             )
+            self.metrics.observe_objective(result.metrics)
             self._log_line(
                 {
                     "step": step,
