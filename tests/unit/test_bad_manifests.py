@@ -84,6 +84,24 @@ ROWS = [
     ("metrics-port-70000", {"spec.metrics.port": 70000}, "spec.metrics.port", "both"),
     ("shm-size-not-a-string", {"spec.workers.shmSize": 8}, "spec.workers.shmSize", "both"),
     ("tolerations-not-a-list", {"spec.workers.tolerations": {"key": "gpu"}}, "spec.workers.tolerations", "both"),
+    # Free-form in the CRD; once went into pods the API server refuses (found by the Hypothesis test).
+    ("affinity-empty-key", {"spec.workers.affinity": {"": None}}, "spec.workers.affinity.", "operator"),
+    (
+        "affinity-term-without-topology-key",
+        {"spec.workers.affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{}]}}},
+        "spec.workers.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey",
+        "operator",
+    ),
+    (
+        "affinity-weight-as-string",
+        {
+            "spec.workers.affinity": {
+                "nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": "5", "preference": {}}]}
+            }
+        },
+        "spec.workers.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight",
+        "operator",
+    ),
     ("missing-tokenizer-uri", {"spec.tokenizer.uri": _DELETE}, "tokenizer.uri", "both"),
     ("missing-tokenizer", {"spec.tokenizer": _DELETE}, "tokenizer", "both"),
     ("missing-data-train", {"spec.data.train": _DELETE}, "data.train", "both"),

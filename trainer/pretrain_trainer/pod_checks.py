@@ -21,6 +21,34 @@ _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
 _RESOURCE_SECTIONS = ("limits", "requests")
 _TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
 
+# The shape of core/v1 Affinity, as the API server checks it: an object maps field names to shapes (a trailing "!"
+# marks a required field), a one-element list is a list of that shape, ("map",) a map of strings to strings.
+# Kept here because the CRD leaves `workers.affinity` free-form and the operator must not create pods the API
+# server refuses (pruning it from the CRD would instead drop fields silently).
+_REQUIREMENT = {"key!": str, "operator!": str, "values": [str]}
+_LABEL_SELECTOR = {"matchLabels": ("map",), "matchExpressions": [_REQUIREMENT]}
+_NODE_SELECTOR_TERM = {"matchExpressions": [_REQUIREMENT], "matchFields": [_REQUIREMENT]}
+_POD_AFFINITY_TERM = {
+    "labelSelector": _LABEL_SELECTOR,
+    "namespaceSelector": _LABEL_SELECTOR,
+    "namespaces": [str],
+    "topologyKey!": str,
+    "matchLabelKeys": [str],
+    "mismatchLabelKeys": [str],
+}
+_POD_AFFINITY = {
+    "requiredDuringSchedulingIgnoredDuringExecution": [_POD_AFFINITY_TERM],
+    "preferredDuringSchedulingIgnoredDuringExecution": [{"weight!": int, "podAffinityTerm!": _POD_AFFINITY_TERM}],
+}
+_AFFINITY = {
+    "nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms!": [_NODE_SELECTOR_TERM]},
+        "preferredDuringSchedulingIgnoredDuringExecution": [{"weight!": int, "preference!": _NODE_SELECTOR_TERM}],
+    },
+    "podAffinity": _POD_AFFINITY,
+    "podAntiAffinity": _POD_AFFINITY,
+}
+
 
 def is_dns_subdomain(name: str) -> bool:
     return len(name) <= 253 and bool(_DNS_SUBDOMAIN.match(name))
@@ -90,6 +118,34 @@ def _toleration_problems(tolerations: list[Any], path: str) -> list[Problem]:
     return out
 
 
+def _shape_problems(value: Any, shape: Any, path: str) -> list[Problem]:
+    """Where `value` departs from `shape` (see _AFFINITY); the first problem per branch, each naming its field."""
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return [Problem(path, f"must be a mapping, got {value!r}")]
+        fields = {name.rstrip("!"): sub for name, sub in shape.items()}
+        known = ", ".join(fields)
+        out = [Problem(f"{path}.{key}", f"unknown field; use one of {known}") for key in value if key not in fields]
+        required = [name[:-1] for name in shape if name.endswith("!")]
+        out += [Problem(f"{path}.{name}", "is required") for name in required if name not in value]
+        for key, sub in value.items():
+            if key in fields:
+                out += _shape_problems(sub, fields[key], f"{path}.{key}")
+        return out
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            return [Problem(path, f"must be a list, got {value!r}")]
+        return [p for n, item in enumerate(value) for p in _shape_problems(item, shape[0], f"{path}[{n}]")]
+    if shape == ("map",):
+        if not isinstance(value, dict):
+            return [Problem(path, f"must be a mapping of strings, got {value!r}")]
+        wrong = [(k, v) for k, v in value.items() if not isinstance(v, str)]
+        return [Problem(f"{path}.{k}", f"must be a string, got {v!r}") for k, v in wrong]
+    if not isinstance(value, shape) or isinstance(value, bool):
+        return [Problem(path, f"must be {'an integer' if shape is int else 'a string'}, got {value!r}")]
+    return []
+
+
 def pod_problems(workers: Any, path: str) -> list[Problem]:
     """What in `spec.workers` (a WorkersSpec) would make its pods invalid; each problem names its field."""
     out = _resources_problems(workers.resources, f"{path}.resources")
@@ -97,6 +153,7 @@ def pod_problems(workers: Any, path: str) -> list[Problem]:
     out += _string_map_problems(workers.labels, f"{path}.labels", label_values=True)
     out += _string_map_problems(workers.annotations, f"{path}.annotations", label_values=False)
     out += _toleration_problems(workers.tolerations, f"{path}.tolerations")
+    out += _shape_problems(workers.affinity, _AFFINITY, f"{path}.affinity")
     names = [
         ("priorityClassName", workers.priority_class_name),
         ("serviceAccountName", workers.service_account_name),
