@@ -66,6 +66,8 @@ BAD = [
     ("objective.type", "mlm", "spec.objective.type: mlm needs an encoder architecture, but model.architecture is gpt2"),
     ("objective.type", "electra", "spec.objective.type: electra trains an ELECTRA generator and discriminator; set "),
     ("objective.electra.discriminatorWeight", 0, "spec.objective.electra.discriminatorWeight: must be > 0.0"),
+    ("objective.distillation.studentInit", "teacher", "spec.objective.distillation.teacher: required by studentInit"),
+    ("objective.distillation.temperature", 0, "spec.objective.distillation.temperature: must be > 0.0"),
     ("objective.mlm.masking", "sentence", "'sentence' is not one of token, whole-word, span"),
     ("objective.mlm.probability", 0, "spec.objective.mlm.probability: must be > 0.0"),
     ("objective.mlm.randomFraction", 0.5, "maskFraction + randomFraction = 1.3 exceeds 1"),

@@ -224,6 +224,14 @@ def test_electra_small_trains_a_quarter_width_generator_beside_the_small_discrim
     assert spec.model.config["hidden_size"] == 256 and spec.checkpoint.export_hf
 
 
+def test_distilroberta_distils_roberta_base_into_six_of_its_layers_with_the_triple_loss():
+    spec = admitted(job_at("distilroberta/pretrainjob.yaml")).spec
+    kd = spec.objective.distillation
+    assert spec.objective.type == "mlm" and kd.teacher == spec.tokenizer.uri
+    assert (kd.student_init, kd.layer_map, kd.temperature) == ("teacher", [0, 2, 4, 7, 9, 11], 2.0)
+    assert (kd.alpha_kd, kd.alpha_task, kd.alpha_cos) == (5.0, 2.0, 1.0)
+
+
 # --- commands the examples show ------------------------------------------------------------------------------------
 
 

@@ -215,6 +215,37 @@ class ElectraSpec:
 
 
 @dataclass(frozen=True)
+class DistillationSpec:
+    """Knowledge distillation (DistilBERT's triple loss; defaults from its recipe) of a frozen teacher into the
+    trained model, on top of objective.type clm or mlm."""
+
+    teacher: str = spec_field(
+        "",
+        doc="Hugging Face folder of the teacher (local path or s3://; safetensors), with the job's tokenizer; "
+        "empty: no distillation.",
+    )
+    temperature: float = spec_field(
+        2.0, doc="Softmax temperature T of the KD loss.", minimum=0.0, exclusive_minimum=True
+    )
+    alpha_kd: float = spec_field(5.0, doc="Weight of KL(teacher ‖ student) at temperature T, times T².", minimum=0.0)
+    alpha_task: float = spec_field(2.0, doc="Weight of the objective's own MLM or CLM loss.", minimum=0.0)
+    alpha_cos: float = spec_field(
+        1.0, doc="Weight of the cosine loss between last hidden states (0 unless the widths match).", minimum=0.0
+    )
+    student_init: str = spec_field(
+        "config",
+        doc="config: the student is model.architecture/model.config from scratch; teacher: the teacher's "
+        "architecture with the layers of layerMap (DistilBERT).",
+        enum=("config", "teacher"),
+    )
+    layer_map: list[int] = spec_field(
+        factory=list,
+        doc="studentInit: teacher: the teacher layer each student layer starts from; default every other layer "
+        "(0, 2, 4, ...).",
+    )
+
+
+@dataclass(frozen=True)
 class ObjectiveSpec:
     type: str = spec_field(
         "clm",
@@ -224,6 +255,9 @@ class ObjectiveSpec:
     )
     mlm: MlmSpec = spec_field(factory=MlmSpec, doc="Masking settings for type: mlm, and the generator's for electra.")
     electra: ElectraSpec = spec_field(factory=ElectraSpec, doc="Generator and loss weight for type: electra.")
+    distillation: DistillationSpec = spec_field(
+        factory=DistillationSpec, doc="Distil a frozen teacher into the model (type: clm or mlm)."
+    )
 
 
 @dataclass(frozen=True)

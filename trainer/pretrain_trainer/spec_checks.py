@@ -132,6 +132,7 @@ def _model_problems(spec: PretrainJobSpec, path: str) -> list[Problem]:
                 f"model.architecture is {spec.model.architecture}; use one of {fit}",
             )
         )
+    out += _distillation_problems(spec, path)
     if spec.model.init == "pretrained" and not spec.model.from_:
         out.append(Problem(f"{path}.model.from", "required for init: pretrained (the checkpoint to continue from)"))
     if spec.model.init == "scratch" and spec.model.from_:
@@ -196,3 +197,19 @@ def _gpu_count(resources: dict[str, Any]) -> int | None:
             except (TypeError, ValueError):
                 return -1
     return None
+
+
+def _distillation_problems(spec: PretrainJobSpec, path: str) -> list[Problem]:
+    kd, field = spec.objective.distillation, f"{path}.objective.distillation"
+    if not kd.teacher:
+        return [Problem(f"{field}.teacher", "required by studentInit: teacher")] if kd.student_init == "teacher" else []
+    out = []
+    if spec.objective.type not in ("clm", "mlm"):
+        out.append(Problem(f"{path}.objective.type", f"distillation works on clm or mlm, not {spec.objective.type}"))
+    if kd.student_init == "teacher" and spec.model.init == "pretrained":
+        out.append(Problem(f"{field}.studentInit", "teacher: the student starts from the teacher, not model.from"))
+    if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in kd.layer_map):
+        out.append(Problem(f"{field}.layerMap", f"must be teacher layer indices (integers >= 0), got {kd.layer_map}"))
+    elif kd.layer_map and kd.student_init != "teacher":
+        out.append(Problem(f"{field}.layerMap", "only for studentInit: teacher"))
+    return out

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from pretrain_trainer.objectives.base import ForwardOutput, Objective
 from pretrain_trainer.objectives.clm import CausalLM
+from pretrain_trainer.objectives.distillation import Distilled
 from pretrain_trainer.objectives.electra import Electra, ElectraPair
 from pretrain_trainer.objectives.masking import (
     IGNORE_INDEX,
@@ -44,14 +45,17 @@ def objective_class(type_: str) -> type[Objective]:
 
 
 def build_objective(spec: PretrainJobSpec, roles: TokenRoles | None) -> Objective:
-    """The job's objective; raises ValueError naming the field when the tokenizer cannot serve it."""
-    return objective_class(spec.objective.type)(spec, roles)
+    """The job's objective (wrapped in `Distilled` when it has a teacher); raises ValueError naming the field when
+    the tokenizer cannot serve it."""
+    objective = objective_class(spec.objective.type)(spec, roles)
+    return Distilled(objective) if spec.objective.distillation.teacher else objective
 
 
 __all__ = [
     "IGNORE_INDEX",
     "OBJECTIVES",
     "CausalLM",
+    "Distilled",
     "Electra",
     "ElectraPair",
     "ForwardOutput",

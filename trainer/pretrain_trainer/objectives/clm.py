@@ -25,6 +25,7 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 class CausalLM(Objective):
     causal: ClassVar[bool] = True
+    auto_class: ClassVar[type] = AutoModelForCausalLM
     lm_part: ClassVar[str] = "lm"
 
     @property
@@ -34,7 +35,7 @@ class CausalLM(Objective):
     def build_model(
         self, tokenizer: Tokenizer, special: dict[str, int | None], options: StorageOptions | None
     ) -> tuple[torch.nn.Module, ModelInfo]:
-        return build_model(self.spec.model, AutoModelForCausalLM, tokenizer, special, options)
+        return build_model(self.spec.model, self.auto_class, tokenizer, special, options)
 
     def batch(self, window: torch.Tensor, first_position: int) -> dict[str, torch.Tensor]:
         return causal_lm_batch(window)

@@ -33,6 +33,7 @@ def checked_roles(roles: TokenRoles | None, tokenizer_uri: str) -> TokenRoles:
 
 
 class MaskedLM(Objective):
+    auto_class: ClassVar[type] = AutoModelForMaskedLM
     lm_part: ClassVar[str] = "mlm"
 
     def __init__(self, spec: PretrainJobSpec, roles: TokenRoles | None) -> None:
@@ -47,7 +48,7 @@ class MaskedLM(Objective):
     def build_model(
         self, tokenizer: Tokenizer, special: dict[str, int | None], options: StorageOptions | None
     ) -> tuple[torch.nn.Module, ModelInfo]:
-        return build_model(self.spec.model, AutoModelForMaskedLM, tokenizer, special, options)
+        return build_model(self.spec.model, self.auto_class, tokenizer, special, options)
 
     def batch(self, window: torch.Tensor, first_position: int) -> dict[str, torch.Tensor]:
         return masked_rows(window, first_position, self.seed, self.token_roles, self.masking)
