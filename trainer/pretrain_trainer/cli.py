@@ -19,7 +19,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from pretrain_trainer.commands import data, jobs, tokenizer
+from pretrain_trainer.commands import data, evaluate, jobs, tokenizer
 from pretrain_trainer.commands.inputs import add_storage_flags
 from pretrain_trainer.commands.registry import CommandTree
 from pretrain_trainer.contract import EXIT_BAD_CONFIG
@@ -32,6 +32,7 @@ GROUPS = {
     "tokenizer": "train, audit or extend a tokenizer",
     "data": "look into prepared shard sets",
     "corpus": "know what is in a corpus, or write the bundled demo corpus",
+    "eval": "judge a trained model downstream",
 }
 
 #: Every command, in the order `pretrainjob --help` lists them: one line per command.
@@ -48,6 +49,7 @@ COMMANDS = (
     jobs.add_run,
     jobs.add_train,
     jobs.add_worker,
+    evaluate.add_eval_probe,
     curation.add_corpus_report,
     data.add_corpus,
     jobs.add_demo,
