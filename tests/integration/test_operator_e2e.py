@@ -123,7 +123,11 @@ def test_killed_worker_triggers_gang_restart_that_resumes_from_checkpoint(
     resumed = summary(kubelet, "e2e-kill-worker-0")
     assert resumed["resumed_from"] is not None and resumed["resumed_from"] >= 10
     assert resumed["steps"] == 60
-    reasons = [e["reason"] for e in api.list("v1", "events", NS) if e["involvedObject"]["name"] == "e2e-kill"]
-    assert "Completed" in reasons and any(r not in ("WorkersCreated", "WorkersRunning", "Completed") for r in reasons)
+    # The operator posts events after the status patch: wait for the one that follows the Succeeded status.
+    def reasons() -> list[str]:
+        return [e["reason"] for e in api.list("v1", "events", NS) if e["involvedObject"]["name"] == "e2e-kill"]
+
+    assert wait_for("the Completed event", lambda: "Completed" in reasons(), 30, op)
+    assert any(r not in ("WorkersCreated", "WorkersRunning", "Completed") for r in reasons())
     manifest = yaml.safe_load(api.get("v1", "configmaps", NS, "e2e-kill-config")["data"]["job.yaml"])
     assert manifest["spec"]["workers"]["replicas"] == 2
