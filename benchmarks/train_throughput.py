@@ -60,6 +60,7 @@ from pretrain_trainer.distributed import DistEnv
 from pretrain_trainer.metrics import model_flops_per_token, peak_flops
 from pretrain_trainer.model import build_model
 from pretrain_trainer.optim import build_scheduler
+from pretrain_trainer.reporting import StepReport
 from pretrain_trainer.storage import StorageOptions
 from pretrain_trainer.tokenizer.load import load_tokenizer
 from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec, save_tokenizer, train_tokenizer
@@ -271,22 +272,22 @@ def run_ours(job: Job, run_dir: Path, warmup: int) -> tuple[Result, Trainer]:
     trainer = Trainer(job, DistEnv(), run_dir)
     device = trainer.device
     ends: list[float] = []
-    record = trainer._record
+    report_step = trainer.reporter.step
 
-    def timed_record(*a: Any, **k: Any) -> None:  # runs at the end of every step, after its loss is on the host
-        record(*a, **k)
+    def timed_report(report: StepReport) -> None:  # the end of every step, after its loss is on the host
+        report_step(report)
         ends.append(time.perf_counter())
 
-    trainer._record = timed_record  # type: ignore[method-assign]
+    trainer.reporter.step = timed_report  # type: ignore[method-assign]
     reset_peak_memory(device)
     summary = trainer.run()
     memory = peak_memory(device)
     lines = [json.loads(line) for line in (run_dir / "train.jsonl").read_text().splitlines()]
     step_seconds = [r["step_seconds"] for r in lines if "step_seconds" in r and r["step"] > warmup]
     measured = len(ends) - warmup
-    tokens = measured * trainer.global_samples * trainer.seq
+    tokens = measured * trainer.tokens_per_step
     tps = tokens / (ends[-1] - ends[warmup - 1])
-    mfu = trainer.flops_per_token * tps / trainer.peak if trainer.peak else None
+    mfu = trainer.reporter.mfu(tps)
     result = Result("ours", tps, statistics.median(step_seconds), mfu, memory, summary.losses[0], summary.final_loss)
     return result, trainer
 

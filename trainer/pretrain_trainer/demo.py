@@ -29,7 +29,7 @@ from pretrain_trainer.data.prepare import PrepareConfig, prepare
 from pretrain_trainer.data.readers import read_documents
 from pretrain_trainer.data.shards import ShardSet
 from pretrain_trainer.launch import run_local
-from pretrain_trainer.report import format_summary, plot_loss
+from pretrain_trainer.report import SUMMARY_FILE, format_summary, plot_loss
 from pretrain_trainer.storage import StorageOptions
 from pretrain_trainer.storage.local_s3 import ensure_bucket, start_local_s3
 from pretrain_trainer.tokenizer.audit import audit_tokenizer, format_report
@@ -179,7 +179,7 @@ def run_demo(workdir: Path) -> int:
         if code != 0:
             print(f"training failed with exit code {code}; see {run_dir}/rank-*.log")
             return code
-        train = json.loads((run_dir / "summary.json").read_text())
+        train = json.loads((run_dir / SUMMARY_FILE).read_text())
         print(format_summary(train))
         print(f"loss plot: {plot_loss(run_dir)}; job manifest: {job_file}")
         keys = ("steps", "final_loss", "validation_loss", "tokens_per_second", "last_checkpoint", "hf_export")

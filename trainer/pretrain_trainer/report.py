@@ -7,9 +7,13 @@ from pathlib import Path
 
 from pretrain_trainer import contract as c
 
+# The files a run leaves in its run folder (see reporting.Reporter, which writes them).
+LOG_FILE = "train.jsonl"
+SUMMARY_FILE = "summary.json"
+
 
 def read_log(run_dir: Path) -> list[dict[str, object]]:
-    path = run_dir / "train.jsonl"
+    path = run_dir / LOG_FILE
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
@@ -22,7 +26,7 @@ def supersede_after(run_dir: Path, step: int) -> int:
     """Mark every record of train.jsonl about a step after `step` as `"superseded": true`: a run that resumes
     from the checkpoint of `step` trains those steps again, and plots must show each step once. Kept rather than
     deleted (they show what happened before the crash). Returns how many records were marked; atomic."""
-    path = run_dir / "train.jsonl"
+    path = run_dir / LOG_FILE
     if not path.exists():
         return 0
     lines, marked = [], 0

@@ -43,7 +43,6 @@ class Progress:
     tokens_seen: int = 0
     skipped: int = 0  # global batches consumed without an optimizer step (non-finite, or passed after a rollback)
     resumed_from: int | None = None
-    last_saved: int = -1
 
 
 class CheckpointSession:
@@ -163,7 +162,6 @@ def _progress(resumed: Resumed) -> Progress:
         tokens_seen=state["tokens_seen"],
         skipped=state.get("skipped_batches", 0),
         resumed_from=resumed.step,
-        last_saved=resumed.step,
     )
 
 

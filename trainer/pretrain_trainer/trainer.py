@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import logging
 import math
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -34,13 +32,14 @@ from pretrain_trainer.config import ConfigError, Job, PretrainJobSpec
 from pretrain_trainer.data.loader import StreamingLoader
 from pretrain_trainer.data.shards import ShardSet
 from pretrain_trainer.distributed import DistEnv
-from pretrain_trainer.metrics import StepMetrics, TrainerMetrics, all_reduce_sum, model_flops_per_token, peak_flops
+from pretrain_trainer.metrics import TrainerMetrics, all_reduce_sum, model_flops_per_token, peak_flops
 from pretrain_trainer.model import max_positions
 from pretrain_trainer.nonfinite import OK, ROLLBACK, NonFiniteGuard, RollBack, finite
 from pretrain_trainer.objectives import build_objective
 from pretrain_trainer.objectives.base import ForwardOutput
 from pretrain_trainer.optim import build_optimizer, build_scheduler
 from pretrain_trainer.preflight import check_data, check_token_ids, model_config_problems
+from pretrain_trainer.reporting import Reporter, StepReport, Summary
 from pretrain_trainer.resume import CheckpointSession, Progress, trainer_state
 from pretrain_trainer.storage import StorageOptions
 from pretrain_trainer.token_roles import TokenRoles
@@ -48,26 +47,6 @@ from pretrain_trainer.tokenizer.load import LoadedTokenizer, load_tokenizer
 from pretrain_trainer.watchdog import HeartbeatBoard, StallWatchdog, exit_stalled
 
 log = logging.getLogger("pretrain_trainer.train")
-
-
-@dataclass
-class Summary:
-    job: str
-    steps: int
-    final_loss: float
-    tokens_seen: int
-    tokens_per_second: float
-    seconds: float
-    world_size: int
-    num_params: int
-    validation_loss: float | None = None
-    validation_perplexity: float | None = None
-    last_checkpoint: str | None = None
-    last_checkpoint_step: int | None = None
-    hf_export: str | None = None
-    resumed_from: int | None = None
-    preempted: bool = False
-    losses: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -99,17 +78,21 @@ class StopFlag:
 
 
 class Trainer:
+    """One worker's part of a run: built from the job spec on every rank, then `run()` trains to maxSteps."""
+
     def __init__(self, job: Job, env: DistEnv, run_dir: Path) -> None:
         self.job = job
         self.spec: PretrainJobSpec = job.spec
         self.env = env
         self.run_dir = run_dir
+        # A misspelt model setting fails before the rendezvous, not after minutes of setup on every rank.
         if problems := model_config_problems(self.spec.model):
             raise ConfigError(problems)
         self.device = distributed.init(env, collective_timeout_s=2.0 * self.spec.training.stall_timeout_seconds)
         self.options = StorageOptions.from_spec(self.spec.storage)
         self.seq = self.spec.data.sequence_length
         self.global_samples = self.spec.training.batch_samples(self.seq)
+        self.tokens_per_step = self.global_samples * self.seq
         self.micro = self.spec.training.micro_batch_size
         self.accum = self.global_samples // (self.micro * env.world_size)
         if self.accum * self.micro * env.world_size != self.global_samples:
@@ -117,9 +100,36 @@ class Trainer:
                 f"spec.training: {self.global_samples} samples per step cannot be split into micro batches of "
                 f"{self.micro} over a world of {env.world_size}"
             )
+        self._open_data()
+        self.checkpoints = self._checkpoint_manager()
+        self._build_model()
+        self.reporter = Reporter(
+            job.name,
+            run_dir,
+            metrics_port=self.spec.metrics.port,
+            is_main=env.is_main,
+            max_steps=self.spec.training.max_steps,
+            log_every_steps=self.spec.training.log_every_steps,
+            world_size=env.world_size,
+            flops_per_token=model_flops_per_token(
+                self.info.num_params, self.info.num_layers, self.info.hidden_size, self.seq
+            ),
+            peak_flops=peak_flops(self.device),
+        )
+        self.stop = StopFlag()
+
+    @property
+    def metrics(self) -> TrainerMetrics:
+        """Rank 0's Prometheus metrics (a disabled no-op elsewhere), owned by the reporter."""
+        return self.reporter.metrics
+
+    # ------------------------------------------------------------------------------------------------ setup
+
+    def _open_data(self) -> None:
+        """Tokenizer, objective and shard sets. Runs before the model is built: a wrong URI or tokenizer fails in
+        seconds, not minutes."""
         self.tokenizer: LoadedTokenizer = load_tokenizer(self.spec.tokenizer.uri, self.options)
         self.objective = build_objective(self.spec, TokenRoles.from_tokenizer(self.tokenizer.tokenizer))
-        # Open the data before building the model: a wrong URI or tokenizer fails in seconds, not minutes.
         self.train_set = ShardSet.open(self.spec.data.train, self.options, self.tokenizer.fingerprint)
         self.val_set = (
             ShardSet.open(self.spec.data.validation, self.options, self.tokenizer.fingerprint)
@@ -135,17 +145,21 @@ class Trainer:
             eval_batches=self.spec.training.eval_batches,
             vocab_size=self.tokenizer.vocab_size,
         )
-        self.checkpoints = (
-            CheckpointManager(
-                self.spec.checkpoint.uri,
-                self.options,
-                keep=self.spec.checkpoint.keep,
-                rank=env.rank,
-                world_size=env.world_size,
-            )
-            if self.spec.checkpoint.uri
-            else None
+
+    def _checkpoint_manager(self) -> CheckpointManager | None:
+        if not self.spec.checkpoint.uri:
+            return None
+        return CheckpointManager(
+            self.spec.checkpoint.uri,
+            self.options,
+            keep=self.spec.checkpoint.keep,
+            rank=self.env.rank,
+            world_size=self.env.world_size,
+            every_steps=self.spec.checkpoint.every_steps,
         )
+
+    def _build_model(self) -> None:
+        """The model (seeded, so every rank starts identical), its wrapper, optimizer and scheduler."""
         torch.manual_seed(self.spec.training.seed)
         model, self.info = self.objective.build_model(
             self.tokenizer.tokenizer, self.tokenizer.model_token_ids(), self.options
@@ -162,16 +176,6 @@ class Trainer:
         self.optimizer = build_optimizer(self.raw_model, self.spec.optimizer, self.device)
         self.scheduler = build_scheduler(self.optimizer, self.spec.optimizer, self.spec.training.max_steps)
         self.autocast = self._autocast_dtype()
-        self.flops_per_token = model_flops_per_token(
-            self.info.num_params, self.info.num_layers, self.info.hidden_size, self.seq
-        )
-        self.peak = peak_flops(self.device)
-        self.metrics = TrainerMetrics(
-            job.name, self.spec.metrics.port, enabled=env.is_main and self.spec.metrics.port > 0
-        )
-        self.stop = StopFlag()
-
-    # ------------------------------------------------------------------------------------------------ setup
 
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         if self.spec.training.parallelism == "fsdp" and self.env.world_size > 1:
@@ -285,37 +289,13 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------------- the run
 
-    def _save(self, progress: Progress, loader: StreamingLoader, summary: Summary) -> None:
-        assert self.checkpoints is not None
-        started = time.perf_counter()
-        state = trainer_state(progress, loader.state().as_dict(), self.global_samples, self.job)
-        # known_good: the step's loss and grad norm were finite (a non-finite step is never applied nor saved).
-        uri = self.checkpoints.save(progress.step, self.model, self.optimizer, self.scheduler, state, known_good=True)
-        self.checkpoints.prune()
-        seconds = time.perf_counter() - started
-        self.metrics.observe_checkpoint(progress.step, seconds)
-        self._log_line({"event": "checkpoint", "step": progress.step, "uri": uri, "seconds": round(seconds, 3)})
-        summary.last_checkpoint, summary.last_checkpoint_step = uri, progress.step
-        progress.last_saved = progress.step
-
-    def _watchdog(self, step: int) -> StallWatchdog:
-        """This rank's stall watchdog; with more than one rank, it shares heartbeats through the rendezvous store."""
-        env = self.env
-        board = HeartbeatBoard.connect(env.master_addr, env.master_port, env.world_size) if env.world_size > 1 else None
-        timeout = self.spec.training.stall_timeout_seconds
-        return StallWatchdog(timeout, rank=env.rank, board=board, on_stall=exit_stalled, step=step)
-
-    def _log_line(self, record: dict[str, Any]) -> None:
-        if not self.env.is_main:
-            return
-        with open(self.run_dir / "train.jsonl", "a") as f:
-            f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
-
     def run(self) -> Summary:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        """Train from the newest checkpoint that verifies (or step 0) to maxSteps, or until SIGTERM; checkpoint,
+        evaluate and export along the way. Every rank calls it; every rank returns the same Summary."""
         self.stop.install()
+        self.reporter.start()
         session = (
-            CheckpointSession(self.checkpoints, self.job, self.run_dir, self.global_samples, self._log_line)
+            CheckpointSession(self.checkpoints, self.job, self.run_dir, self.global_samples, self.reporter.event)
             if self.checkpoints is not None
             else None
         )
@@ -329,41 +309,16 @@ class Trainer:
                 session.stop()
 
     def _run(self, progress: Progress, session: CheckpointSession | None) -> Summary:
-        spec, env = self.spec, self.env
-        first_step = progress.step
-        if env.is_main:
-            log.info(
-                "job %s: %s %s, %.1fM parameters, world %d, global batch %d × %d tokens, %d micro steps; %s",
-                self.job.name,
-                spec.objective.type,
-                spec.model.architecture,
-                self.info.num_params / 1e6,
-                env.world_size,
-                self.global_samples,
-                self.seq,
-                self.accum,
-                f"resumed from step {progress.step}" if progress.resumed_from is not None else "starting from step 0",
-            )
-            self.metrics.start()
-            self.metrics.set_max_steps(spec.training.max_steps)
-        summary = Summary(
-            self.job.name,
-            progress.step,
-            float("nan"),
-            progress.tokens_seen,
-            0.0,
-            0.0,
-            env.world_size,
-            self.info.num_params,
-            resumed_from=progress.resumed_from,
-        )
+        """Train (rolling back when the non-finite policy asks), evaluate and export; the Summary."""
+        first_step, resumed_from = progress.step, progress.resumed_from
+        self._log_start(progress.step, resumed_from)
         started = time.perf_counter()
         tokens_this_run = 0
-        guard = NonFiniteGuard(spec.training.non_finite, self._record_non_finite)
+        guard = NonFiniteGuard(self.spec.training.non_finite, self.reporter.non_finite)
         while True:
             before = progress.tokens_seen
             try:
-                self._train(progress, summary, guard)
+                preempted = self._train(progress, guard)
                 tokens_this_run += progress.tokens_seen - before
                 break
             except RollBack as rollback:
@@ -371,137 +326,125 @@ class Trainer:
                 assert session is not None  # rollback needs checkpoint.uri (spec_checks)
                 guard.passed.add(rollback.start)
                 progress = session.roll_back(self.model, self.optimizer, self.scheduler, rollback.start)
-                del summary.losses[max(0, progress.step - first_step) :]
+                self.reporter.rewind(progress.step - first_step)
         step = progress.step
-        evaluated_last_step = bool(spec.training.eval_every_steps) and step % spec.training.eval_every_steps == 0
-        if not summary.preempted and not evaluated_last_step:
-            self._record_eval(step, summary)
-        if not summary.preempted and self.checkpoints is not None and spec.checkpoint.export_hf:
-            summary.hf_export = self.objective.export(self.checkpoints, step, self.model, self.spec.tokenizer.uri)
-        summary.steps = step
-        summary.final_loss = summary.losses[-1] if summary.losses else float("nan")
-        summary.tokens_seen = progress.tokens_seen
-        summary.seconds = time.perf_counter() - started
-        summary.tokens_per_second = tokens_this_run / summary.seconds if summary.seconds else 0.0
-        if env.is_main:
-            (self.run_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=1))
-        self.metrics.stop()
-        return summary
+        if not preempted and not self._eval_due(step):
+            self._evaluate(step)
+        hf_export = None
+        if not preempted and self.checkpoints is not None and self.spec.checkpoint.export_hf:
+            hf_export = self.objective.export(self.checkpoints, step, self.model, self.spec.tokenizer.uri)
+        return self.reporter.finish(
+            steps=step,
+            tokens_seen=progress.tokens_seen,
+            tokens_this_run=tokens_this_run,
+            seconds=time.perf_counter() - started,
+            num_params=self.info.num_params,
+            resumed_from=resumed_from,
+            preempted=preempted,
+            hf_export=hf_export,
+        )
 
-    def _train(self, progress: Progress, summary: Summary, guard: NonFiniteGuard) -> None:
-        """Train from `progress` to maxSteps (or a stop request), checkpointing and evaluating on the way.
-        Raises RollBack when the non-finite policy asks for one."""
-        spec, env, step_tokens = self.spec, self.env, self.global_samples * self.seq
+    def _train(self, progress: Progress, guard: NonFiniteGuard) -> bool:
+        """Train from `progress` to maxSteps (or a stop request), checkpointing and evaluating on the way; returns
+        whether any rank was asked to stop. Raises RollBack when the non-finite policy asks for one."""
         with (
             self._loader(self.train_set, progress.samples, train=True) as loader,
             self._watchdog(progress.step) as watchdog,
         ):
-            while progress.step < spec.training.max_steps:
+            preempted = False
+            while progress.step < self.spec.training.max_steps and not preempted:
                 t0 = time.perf_counter()
                 wait0, read0 = loader.wait_seconds, self.train_set.bytes_read
                 start = loader.samples_consumed
                 batch = next(loader)
                 if start in guard.passed:  # the global batch a rollback goes past
                     progress.skipped += 1
-                    self._log_line({"event": "batch_skipped", "step": progress.step + 1, "samples": start})
+                    self.reporter.event({"event": "batch_skipped", "step": progress.step + 1, "samples": start})
                     continue
                 check_token_ids(batch, self.tokenizer.vocab_size, f"spec.data.train: {self.train_set.store.uri}")
-                position = start + env.rank * (self.global_samples // env.world_size)
+                position = start + self.env.rank * (self.global_samples // self.env.world_size)
                 result = self.train_step(torch.from_numpy(batch), position, self.stop.requested)
-                samples = (start, start + self.global_samples)
-                action = guard.decide(progress.step + 1, result.loss, result.grad_norm, samples)
+                preempted = result.stop
+                action = guard.decide(
+                    progress.step + 1, result.loss, result.grad_norm, (start, start + self.global_samples)
+                )
                 if action == ROLLBACK:
                     raise RollBack(start, progress.tokens_seen)
-                if action == OK:
-                    progress.step += 1
-                    progress.tokens_seen += step_tokens
-                    summary.losses.append(result.loss)
-                    watchdog.beat(progress.step)
-                    seconds = time.perf_counter() - t0
-                    waited, read = loader.wait_seconds - wait0, self.train_set.bytes_read - read0
-                    self._record(progress.step, result, seconds, waited, read, step_tokens)
-                    self._after_step(progress, loader, summary, watchdog)
-                else:
+                if action != OK:
                     progress.skipped += 1
-                if result.stop:
-                    summary.preempted = True
-                    break
-            if self.checkpoints is not None and progress.last_saved != progress.step:
-                self._save(progress, loader, summary)
+                    continue
+                progress.step += 1
+                progress.tokens_seen += self.tokens_per_step
+                watchdog.beat(progress.step)
+                self._report_step(progress.step, result, time.perf_counter() - t0, loader, wait0, read0)
+                if self.checkpoints is not None and self.checkpoints.due(progress.step):
+                    self._save(progress, loader)
+                    watchdog.beat(progress.step)
+                if self._eval_due(progress.step):
+                    self._evaluate(progress.step)
+                    watchdog.beat(progress.step)
+            if self.checkpoints is not None and self.checkpoints.due(progress.step, final=True):
+                self._save(progress, loader)
+        return preempted
 
-    def _after_step(
-        self, progress: Progress, loader: StreamingLoader, summary: Summary, watchdog: StallWatchdog
+    def _report_step(
+        self, step: int, result: StepResult, seconds: float, loader: StreamingLoader, wait0: float, read0: int
     ) -> None:
-        """The periodic checkpoint and validation after an applied step."""
-        spec = self.spec
-        if self.checkpoints is not None and progress.step % spec.checkpoint.every_steps == 0:
-            self._save(progress, loader, summary)
-            watchdog.beat(progress.step)
-        if spec.training.eval_every_steps and progress.step % spec.training.eval_every_steps == 0:
-            self._record_eval(progress.step, summary)
-            watchdog.beat(progress.step)
-
-    def _record_non_finite(self, record: dict[str, Any]) -> None:
-        self.metrics.observe_non_finite()
-        self._log_line({"event": "non_finite", **record})
-        if self.env.is_main:
-            log.warning("non-finite step, not applied: %s", record)
-
-    def _record(
-        self, step: int, result: StepResult, seconds: float, waited: float, bytes_read: int, tokens: int
-    ) -> None:
-        loss, grad_norm = result.loss, result.grad_norm
-        tps = tokens / seconds
-        mfu = self.flops_per_token * tps / (self.peak * self.env.world_size) if self.peak else None
-        lr = self.scheduler.get_last_lr()[0]
-        if self.env.is_main:
-            self.metrics.update(
-                step,
-                StepMetrics(
-                    loss=loss,
-                    learning_rate=lr,
-                    grad_norm=grad_norm,
-                    tokens_per_second=tps,
-                    samples_per_second=self.global_samples / seconds,
-                    mfu=mfu,
-                    step_seconds=seconds,
-                    data_wait_seconds=waited,
-                    tokens=tokens,
-                    samples=self.global_samples,
-                    storage_bytes_read=bytes_read,
-                ),
+        self.reporter.step(
+            StepReport(
+                step=step,
+                loss=result.loss,
+                learning_rate=self.scheduler.get_last_lr()[0],
+                grad_norm=result.grad_norm,
+                seconds=seconds,
+                data_wait_seconds=loader.wait_seconds - wait0,
+                storage_bytes_read=self.train_set.bytes_read - read0,
+                tokens=self.tokens_per_step,
+                samples=self.global_samples,
+                objective_metrics=result.metrics,
             )
-            self.metrics.observe_objective(result.metrics)
-            self._log_line(
-                {
-                    "step": step,
-                    "loss": loss,
-                    "lr": lr,
-                    "grad_norm": grad_norm,
-                    "tokens_per_second": tps,
-                    "mfu": mfu,
-                    "step_seconds": seconds,
-                    "data_wait_seconds": waited,
-                    **result.metrics,
-                }
-            )
-        if self.env.is_main and (step % self.spec.training.log_every_steps == 0 or step == 1):
-            mfu_text = f" | mfu {mfu:.1%}" if mfu is not None else ""
-            print(
-                f"step {step:>6}/{self.spec.training.max_steps} | loss {loss:.4f} | lr {lr:.2e} | "
-                f"grad {grad_norm:.3f} | {tps:,.0f} tok/s{mfu_text} | data wait {waited / seconds:.0%}",
-                flush=True,
-            )
+        )
 
-    def _record_eval(self, step: int, summary: Summary) -> None:
-        result = self.evaluate()
-        if result is None:
+    def _log_start(self, step: int, resumed_from: int | None) -> None:
+        if not self.env.is_main:
             return
-        summary.validation_loss, summary.validation_perplexity = result
-        if self.env.is_main:
-            self.metrics.observe_validation(*result)
-            self._log_line({"event": "validation", "step": step, "loss": result[0], "perplexity": result[1]})
-            print(f"validation at step {step}: loss {result[0]:.4f} | perplexity {result[1]:.2f}", flush=True)
+        log.info(
+            "job %s: %s %s, %.1fM parameters, world %d, global batch %d × %d tokens, %d micro steps; %s",
+            self.job.name,
+            self.spec.objective.type,
+            self.spec.model.architecture,
+            self.info.num_params / 1e6,
+            self.env.world_size,
+            self.global_samples,
+            self.seq,
+            self.accum,
+            f"resumed from step {step}" if resumed_from is not None else "starting from step 0",
+        )
+
+    def _save(self, progress: Progress, loader: StreamingLoader) -> None:
+        assert self.checkpoints is not None
+        started = time.perf_counter()
+        state = trainer_state(progress, loader.state().as_dict(), self.global_samples, self.job)
+        # known_good: the step's loss and grad norm were finite (a non-finite step is never applied nor saved).
+        uri = self.checkpoints.save(progress.step, self.model, self.optimizer, self.scheduler, state, known_good=True)
+        self.checkpoints.prune()
+        self.reporter.checkpoint(progress.step, uri, time.perf_counter() - started)
+
+    def _watchdog(self, step: int) -> StallWatchdog:
+        """This rank's stall watchdog; with more than one rank, it shares heartbeats through the rendezvous store."""
+        env = self.env
+        board = HeartbeatBoard.connect(env.master_addr, env.master_port, env.world_size) if env.world_size > 1 else None
+        timeout = self.spec.training.stall_timeout_seconds
+        return StallWatchdog(timeout, rank=env.rank, board=board, on_stall=exit_stalled, step=step)
+
+    def _eval_due(self, step: int) -> bool:
+        every = self.spec.training.eval_every_steps
+        return bool(every) and step % every == 0
+
+    def _evaluate(self, step: int) -> None:
+        result = self.evaluate()
+        if result is not None:
+            self.reporter.validation(step, *result)
 
     def release(self) -> None:
         """Drop the wrapped model and optimizer while the process group still exists.

@@ -60,14 +60,14 @@ def add_validate(tree: CommandTree) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from pretrain_trainer.config import load_job
     from pretrain_trainer.launch import run_local
-    from pretrain_trainer.report import format_summary, plot_loss
+    from pretrain_trainer.report import SUMMARY_FILE, format_summary, plot_loss
 
     if not args.local:
         raise ValueError("run: only --local runs start here; on a cluster, `kubectl apply -f` the manifest")
     job = load_job(args.job)  # fail on a bad manifest before any process starts
     run_dir = Path(args.run_dir or f"runs/{job.name}")
     code = run_local(args.job, args.nproc, run_dir)
-    summary_file = run_dir / "summary.json"
+    summary_file = run_dir / SUMMARY_FILE
     if summary_file.exists():
         print(format_summary(json.loads(summary_file.read_text())))
         plot = plot_loss(run_dir)
