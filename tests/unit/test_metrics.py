@@ -98,6 +98,7 @@ def test_checkpoint_validation_and_every_documented_name_is_exposed(served):
     tm.update(5, STEP)
     before = time.time()
     tm.observe_checkpoint(5, 42.0)
+    tm.observe_checkpoint_blocked(0.03)  # a background save: the loop waited only for the copy to host memory
     tm.observe_validation(2.0, math.exp(2.0))
     tm.observe_non_finite()
     tm.observe_objective({"generator_loss": 3.5, "replaced_ratio": 0.12})
@@ -106,6 +107,8 @@ def test_checkpoint_validation_and_every_documented_name_is_exposed(served):
     assert value(text, "pretrain_checkpoint_save_duration_seconds_count") == 1
     assert value(text, "pretrain_checkpoint_save_duration_seconds_bucket", le="30.0") == 0
     assert value(text, "pretrain_checkpoint_save_duration_seconds_bucket", le="60.0") == 1
+    assert value(text, "pretrain_checkpoint_blocked_seconds_bucket", le="0.01") == 0
+    assert value(text, "pretrain_checkpoint_blocked_seconds_bucket", le="0.05") == 1
     assert value(text, "pretrain_last_checkpoint_step") == 5
     assert before - 1 <= value(text, "pretrain_last_checkpoint_timestamp_seconds") <= time.time() + 1
     assert value(text, "pretrain_validation_loss") == 2.0

@@ -68,6 +68,7 @@ DASHBOARD_FAMILIES = {
     "pretrain_max_steps",
     "pretrain_tokens_total",
     "pretrain_checkpoint_save_duration_seconds",
+    "pretrain_checkpoint_blocked_seconds",
     "pretrain_last_checkpoint_timestamp_seconds",
     "pretrain_operator_jobs",
     "pretrain_operator_job_phase",

@@ -390,6 +390,13 @@ class CheckpointSpec:
         name="exportHF",
         doc="Also export the final model in Hugging Face save_pretrained format, with the tokenizer, under <uri>/hf/.",
     )
+    async_: bool = spec_field(
+        True,
+        doc="Save in the background: training waits only while the state is copied to host memory (pinned on "
+        "GPUs; one extra copy of each rank's state in RAM), the upload overlaps the next steps, and a checkpoint "
+        "counts only once every rank's files are uploaded and its manifest written, so a crash mid-save leaves "
+        "nothing resume would pick. false: training waits for the whole save.",
+    )
     signing_secret: str = spec_field(
         "",
         doc="Name of a Secret whose key PRETRAIN_CHECKPOINT_SIGNING_KEY (16+ random bytes) signs every checkpoint "

@@ -48,6 +48,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "pretrain_samples_total",
     "pretrain_storage_read_bytes_total",
     "pretrain_checkpoint_save_duration_seconds",
+    "pretrain_checkpoint_blocked_seconds",
     "pretrain_last_checkpoint_step",
     "pretrain_last_checkpoint_timestamp_seconds",
     "pretrain_non_finite_steps_total",
@@ -78,7 +79,25 @@ DATA_WAIT_BUCKETS = (
     30.0,
     math.inf,
 )
-CHECKPOINT_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, math.inf)
+CHECKPOINT_BUCKETS = (
+    0.01,
+    0.05,
+    0.1,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1200.0,
+    1800.0,
+    3600.0,
+    math.inf,
+)
 
 
 @dataclass(frozen=True)
@@ -159,6 +178,12 @@ class TrainerMetrics:
         self._ckpt_seconds = histogram(
             "pretrain_checkpoint_save_duration_seconds", "Wall time of a checkpoint save.", CHECKPOINT_BUCKETS
         )
+        self._ckpt_blocked = histogram(
+            "pretrain_checkpoint_blocked_seconds",
+            "Time the training loop was blocked by a checkpoint save: the copy to host memory for a background "
+            "save (checkpoint.async), the whole save otherwise.",
+            CHECKPOINT_BUCKETS,
+        )
         self._ckpt_step = gauge("pretrain_last_checkpoint_step", "Step of the last checkpoint saved.")
         self._ckpt_time = gauge(
             "pretrain_last_checkpoint_timestamp_seconds", "Unix time the last checkpoint finished saving."
@@ -232,6 +257,10 @@ class TrainerMetrics:
             return
         for name, value in values.items():
             self._objective.labels(self.job, name).set(value)
+
+    def observe_checkpoint_blocked(self, seconds: float) -> None:
+        if self.enabled:
+            self._ckpt_blocked.labels(self.job).observe(seconds)
 
     def observe_validation(self, loss: float, perplexity: float) -> None:
         if not self.enabled:

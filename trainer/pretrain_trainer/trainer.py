@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from pretrain_trainer import distributed
 from pretrain_trainer.batches import job_loader
 from pretrain_trainer.checkpoint import CheckpointManager
+from pretrain_trainer.checkpoint.async_save import CheckpointSaver, Saved
 from pretrain_trainer.config import ConfigError, Job, PretrainJobSpec
 from pretrain_trainer.data.loader import StreamingLoader
 from pretrain_trainer.data.shards import ShardSet
@@ -102,6 +103,10 @@ class Trainer:
             )
         self._open_data()
         self.checkpoints = self._checkpoint_manager()
+        # checkpoint.async: the loop waits only for the copy to host memory (a collective: every rank builds it).
+        self.saver = (
+            CheckpointSaver(self.checkpoints, background=self.spec.checkpoint.async_) if self.checkpoints else None
+        )
         self._build_model()
         self.reporter = Reporter(
             job.name,
@@ -323,7 +328,8 @@ class Trainer:
                 break
             except RollBack as rollback:
                 tokens_this_run += rollback.tokens_seen - before
-                assert session is not None  # rollback needs checkpoint.uri (spec_checks)
+                assert session is not None and self.saver is not None  # rollback needs checkpoint.uri (spec_checks)
+                self._saved(self.saver.wait())  # the save in flight counts for the rollback
                 guard.passed.add(rollback.start)
                 progress = session.roll_back(self.model, self.optimizer, self.scheduler, rollback.start)
                 self.reporter.rewind(progress.step - first_step)
@@ -377,6 +383,8 @@ class Trainer:
                 progress.tokens_seen += self.tokens_per_step
                 watchdog.beat(progress.step)
                 self._report_step(progress.step, result, time.perf_counter() - t0, loader, wait0, read0)
+                if self.saver is not None:
+                    self._saved(self.saver.poll())
                 if self.checkpoints is not None and self.checkpoints.due(progress.step):
                     self._save(progress, loader)
                     watchdog.beat(progress.step)
@@ -385,6 +393,8 @@ class Trainer:
                     watchdog.beat(progress.step)
             if self.checkpoints is not None and self.checkpoints.due(progress.step, final=True):
                 self._save(progress, loader)
+            if self.saver is not None:  # the run ends (or SIGTERM): the last save completes before the exit
+                self._saved(self.saver.wait())
         return preempted
 
     def _report_step(
@@ -422,13 +432,17 @@ class Trainer:
         )
 
     def _save(self, progress: Progress, loader: StreamingLoader) -> None:
-        assert self.checkpoints is not None
-        started = time.perf_counter()
+        """Checkpoint; in the background, the save completes during the next steps and a later poll reports it."""
+        assert self.saver is not None
         state = trainer_state(progress, loader.state().as_dict(), self.global_samples, self.job)
         # known_good: the step's loss and grad norm were finite (a non-finite step is never applied nor saved).
-        uri = self.checkpoints.save(progress.step, self.model, self.optimizer, self.scheduler, state, known_good=True)
-        self.checkpoints.prune()
-        self.reporter.checkpoint(progress.step, uri, time.perf_counter() - started)
+        blocked = self.saver.save(progress.step, self.model, self.optimizer, self.scheduler, state, known_good=True)
+        self.reporter.metrics.observe_checkpoint_blocked(blocked)
+        self._saved(self.saver.poll())  # a save in place is complete now
+
+    def _saved(self, saved: Saved | None) -> None:
+        if saved is not None:  # its manifest is written: the checkpoint counts
+            self.reporter.checkpoint(saved.step, saved.uri, saved.seconds)
 
     def _watchdog(self, step: int) -> StallWatchdog:
         """This rank's stall watchdog; with more than one rank, it shares heartbeats through the rendezvous store."""

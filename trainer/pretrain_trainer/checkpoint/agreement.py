@@ -15,15 +15,21 @@ def process_group_active() -> bool:
 
 
 def agree(
-    uri: str, error: BaseException | None, payload: Any = None, *, distributed: bool, world_size: int
+    uri: str,
+    error: BaseException | None,
+    payload: Any = None,
+    *,
+    distributed: bool,
+    world_size: int,
+    group: dist.ProcessGroup | None = None,
 ) -> list[Any]:
     """Exchange (failure, payload) between all ranks; every rank raises if any failed. Returns every rank's
     payload, in rank order (just `[payload]` when not `distributed`).
 
     The failing rank re-raises its own exception (a StorageError stays a StorageError); the others raise a
     CheckpointError naming `uri` and the first failed rank, a CheckpointUnusable when that rank found the
-    checkpoint unusable, so that every rank falls back to an earlier one together. A collective when
-    `distributed`: every rank must call it, in the same order.
+    checkpoint unusable, so that every rank falls back to an earlier one together. A collective (on `group`,
+    default the default group) when `distributed`: every rank must call it, in the same order.
     """
     if not distributed:
         if error is not None:
@@ -31,7 +37,7 @@ def agree(
         return [payload]
     gathered: list[Any] = [None] * world_size
     mine = None if error is None else (f"{type(error).__name__}: {error}", isinstance(error, CheckpointUnusable))
-    dist.all_gather_object(gathered, (mine, payload))
+    dist.all_gather_object(gathered, (mine, payload), group=group)
     if error is not None:
         raise error
     failed = [(rank, failure) for rank, (failure, _) in enumerate(gathered) if failure is not None]

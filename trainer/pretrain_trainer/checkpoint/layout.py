@@ -16,6 +16,7 @@ to inspect: nothing here scans, loads, prunes or deletes them.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from typing import Any
 
 from pretrain_trainer.errors import UriError
 from pretrain_trainer.storage import ObjectStore, StorageNotFound
+
+log = logging.getLogger("pretrain_trainer.checkpoint")
 
 FORMAT = "pretrain-trainer-checkpoint"
 FORMAT_VERSION = 1
@@ -233,3 +236,38 @@ def delete_step(store: ObjectStore, step: int) -> None:
     objects = store.list(f"{name}/")
     for info in sorted(objects, key=lambda info: not info.key.endswith(f"/{MANIFEST}")):
         store.delete(info.key)
+
+
+def check_manifest(
+    uri: str, manifest: dict[str, Any], optimizer: bool, scheduler: bool, rank: int, world_size: int
+) -> int:
+    """What load() needs from a manifest, for a load with/without `optimizer` and `scheduler` by `rank` of
+    `world_size`; returns the rank whose RNG states that rank takes (the last saved rank when the world grew)."""
+    saved_world = int(manifest["world_size"])
+    if scheduler and not manifest.get("has_scheduler"):
+        raise CheckpointError(uri, "the checkpoint holds no scheduler state; pass scheduler=None")
+    if optimizer and not manifest.get("has_optimizer"):
+        raise CheckpointError(uri, "the checkpoint holds no optimizer state; pass optimizer=None")
+    source_rank = min(rank, saved_world - 1)
+    if not any(obj["key"] == extra_name(source_rank) for obj in manifest["objects"]):
+        raise CheckpointCorrupt(uri, f"{MANIFEST} lists no {extra_name(source_rank)}; {DAMAGED_FIX}")
+    if saved_world != world_size and rank == 0:
+        log.info(
+            "checkpoint %s was written by %d ranks, resuming with %d: model, optimizer and loader state carry "
+            "over; ranks without a saved counterpart take the RNG states of rank %d",
+            uri,
+            saved_world,
+            world_size,
+            saved_world - 1,
+        )
+    return source_rank
+
+
+def checked_trainer_state(step: int, trainer_state: dict[str, Any]) -> dict[str, Any]:
+    """`trainer_state` as the manifest will hold it; ValueError/TypeError for a bad step or a non-JSON state."""
+    if not isinstance(step, int) or step < 0:
+        raise ValueError(f"step: must be an integer >= 0, got {step!r}")
+    try:
+        return json.loads(json.dumps(trainer_state))  # type: ignore[no-any-return]
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"trainer_state must be JSON-serialisable (plain dicts, lists, numbers, str): {exc}") from exc

@@ -9,10 +9,8 @@ loading reads such values only as plain data (tensors, numbers, strings, lists, 
 scheduler's state is, and never unpickles anything else (safe_load.py). With a signing key (signing.py) each
 manifest is signed at save and verified before anything of the checkpoint is read.
 
-DCP writes into a local staging directory (under `$TMPDIR` unless `staging_dir` is given); each rank then
-uploads its own files through the `ObjectStore`. Loading downloads the checkpoint's DCP files and this rank's
-RNG file into a staging directory and DCP-loads from there. Staging directories are always removed.
-"""
+DCP writes into a local staging directory (`$TMPDIR` unless `staging_dir` is given); each rank uploads its own
+files. Loading downloads the DCP files and this rank's RNG file into a staging directory (always removed)."""
 
 from __future__ import annotations
 
@@ -48,6 +46,8 @@ from pretrain_trainer.checkpoint.layout import (
     CheckpointError,
     Entry,
     build_manifest,
+    check_manifest,
+    checked_trainer_state,
     complete_steps,
     delete_step,
     extra_name,
@@ -206,10 +206,10 @@ class CheckpointManager:
         """Every rank's payload in rank order, or on every rank an error if one rank had one (a collective)."""
         return self._agree(self.uri, error, payload)
 
-    def _agree(self, uri: str, error: BaseException | None, payload: Any = None) -> list[Any]:
-        return agree(uri, error, payload, distributed=self.distributed, world_size=self.world_size)
+    def _agree(self, uri: str, error: BaseException | None, payload: Any = None, group: Any = None) -> list[Any]:
+        return agree(uri, error, payload, distributed=self.distributed, world_size=self.world_size, group=group)
 
-    def _on_rank0(self, uri: str, action: Callable[[], object]) -> None:
+    def _on_rank0(self, uri: str, action: Callable[[], object], group: Any = None) -> None:
         """Run `action()` on rank 0 only, then agree: a failure there raises on every rank."""
         error: BaseException | None = None
         if self.rank == 0:
@@ -217,7 +217,7 @@ class CheckpointManager:
                 action()
             except Exception as exc:
                 error = exc
-        self._agree(uri, error)
+        self._agree(uri, error, group=group)
 
     @contextlib.contextmanager
     def _staging(self, what: str, step: int) -> Iterator[str]:
@@ -227,7 +227,8 @@ class CheckpointManager:
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
-    def _state_dict(self, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> dict[str, Any]:
+    def state_dict(self, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> dict[str, Any]:
+        """What a checkpoint holds of the model, the optimizer and the scheduler (DCP's DDP/FSDP-aware view)."""
         state: dict[str, Any] = {}
         if optimizer is not None:
             state["model"], state["optim"] = get_state_dict(model, optimizer)
@@ -249,33 +250,39 @@ class CheckpointManager:
         *,
         known_good: bool = True,
     ) -> str:
-        """Write the checkpoint of `step` (all ranks call this); returns its URI once it is complete.
+        """Write the checkpoint of `step` (all ranks call this); returns its URI once it is complete. Saves model
+        and optimizer state (DDP or FSDP2 aware), `scheduler.state_dict()`, each rank's RNG states and
+        `trainer_state`, a JSON-able dict that `load()` returns. `known_good`: the step's loss and gradient norm
+        were finite (pruning keeps the newest good ones). A checkpoint of the same step is replaced (its manifest
+        goes first). Does not prune. (async_save.CheckpointSaver saves in the background.)"""
+        state_json = checked_trainer_state(step, trainer_state)
+        state = self.state_dict(model, optimizer, scheduler)
+        return self.commit(step, state, rng_state(), state_json, known_good=known_good)
 
-        Saves model and optimizer state (DDP or FSDP2 aware), `scheduler.state_dict()`, each rank's RNG states,
-        and `trainer_state`, a JSON-able dict that `load()` returns. `known_good`: the step's loss and gradient
-        norm were finite (pruning never drops the newest good ones). An existing checkpoint of the same step is
-        replaced (its manifest goes first, so it is never half-old, half-new and complete). Does not prune:
-        call `prune()` afterwards.
-        """
-        if not isinstance(step, int) or step < 0:
-            raise ValueError(f"step: must be an integer >= 0, got {step!r}")
-        try:
-            state_json = json.loads(json.dumps(trainer_state))
-        except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"trainer_state must be JSON-serialisable (plain dicts, lists, numbers, str): {exc}"
-            ) from exc
+    def commit(
+        self,
+        step: int,
+        state: dict[str, Any],
+        rng: dict[str, Any],
+        state_json: dict[str, Any],
+        *,
+        known_good: bool = True,
+        group: Any = None,
+    ) -> str:
+        """Write `state` (from `state_dict()`, or a host copy of it) and `rng` as the checkpoint of `step`, MANIFEST
+        last, after every rank uploaded its files. All ranks call it; its collectives run on `group` (default: the
+        default group), so a background thread with a group of its own can commit while the loop trains."""
         uri = self.checkpoint_uri(step)
         started = time.monotonic()
-        self._on_rank0(uri, lambda: delete_step(self.store, step))
-        objects, staged = self._stage_and_upload(step, uri, model, optimizer, scheduler)
+        self._on_rank0(uri, lambda: delete_step(self.store, step), group)
+        objects, staged = self._stage_and_upload(step, uri, state, rng, group)
         manifest = build_manifest(
             step,
             self.world_size,
             objects,
             state_json,
-            has_optimizer=optimizer is not None,
-            has_scheduler=scheduler is not None,
+            has_optimizer="optim" in state,
+            has_scheduler="scheduler" in state,
             created_unix=time.time(),
             torch_version=torch.__version__,
             known_good=known_good,
@@ -283,10 +290,10 @@ class CheckpointManager:
         if self.signing_key is not None:
             manifest = sign(manifest, self.signing_key)
         manifest_bytes = json.dumps(manifest, indent=1).encode()
-        self._on_rank0(uri, functools.partial(self._commit, step, manifest_bytes))
+        self._on_rank0(uri, functools.partial(self._publish, step, manifest_bytes), group)
         if self.rank == 0:
             log.info(
-                "checkpoint %s: %d objects, %.1f MiB in %.1fs (DCP staging %.1fs)",
+                "checkpoint %s: %d objects, %.1f MiB in %.1fs (DCP files %.1fs)",
                 uri,
                 len(objects),
                 sum(obj["size"] for obj in objects) / 2**20,
@@ -296,17 +303,16 @@ class CheckpointManager:
         self.last_saved = step
         return uri
 
-    def _commit(self, step: int, manifest_bytes: bytes) -> None:
+    def _publish(self, step: int, manifest_bytes: bytes) -> None:
         if self.fence is not None:
             self.fence()
         self.store.write(f"{step_dir(step)}/{MANIFEST}", manifest_bytes)
 
     def _stage_and_upload(
-        self, step: int, uri: str, model: torch.nn.Module, optimizer: Any, scheduler: Any
+        self, step: int, uri: str, state: dict[str, Any], rng: dict[str, Any], group: Any
     ) -> tuple[list[dict[str, Any]], float]:
         """DCP-save this rank's shard and RNG states to a staging directory and upload them; returns the manifest
         entries of every rank and when staging finished. Every rank raises if one rank's upload failed."""
-        state = self._state_dict(model, optimizer, scheduler)
         entries: list[Entry] = []
         error: BaseException | None = None
         with self._staging("save", step) as staging:
@@ -314,16 +320,17 @@ class CheckpointManager:
                 dcp.save(
                     state,
                     storage_writer=dcp.FileSystemWriter(staging, sync_files=False),
+                    process_group=group,
                     no_dist=not self.distributed,
                 )
             del state
             staged = time.monotonic()
             try:
-                torch.save(rng_state(), os.path.join(staging, extra_name(self.rank)))
+                torch.save(rng, os.path.join(staging, extra_name(self.rank)))
                 entries = upload_dir(self.store.child(step_dir(step)), staging)
             except Exception as exc:
                 error = exc
-        per_rank = self._agree(uri, error, [entry.as_dict() for entry in entries])
+        per_rank = self._agree(uri, error, [entry.as_dict() for entry in entries], group)
         return [obj for rank_entries in per_rank for obj in rank_entries], staged
 
     # -- load
@@ -350,7 +357,7 @@ class CheckpointManager:
         with self._staging("load", step) as staging:
             manifest, source_rank = self._fetch(step, uri, optimizer, scheduler, staging, check)
             fetched = time.monotonic()
-            state = self._state_dict(model, optimizer, scheduler)
+            state = self.state_dict(model, optimizer, scheduler)
             reader, planner = SafeFileSystemReader(staging), SafeLoadPlanner()
             try:
                 with _quiet_single_process():
@@ -401,7 +408,9 @@ class CheckpointManager:
             verify(uri, manifest, self.signing_key)
             if check is not None:
                 check(manifest)
-            source_rank = self._check_manifest(uri, manifest, optimizer, scheduler)
+            source_rank = check_manifest(
+                uri, manifest, optimizer is not None, scheduler is not None, self.rank, self.world_size
+            )
             wanted = [
                 obj for obj in manifest["objects"] if not is_extra(obj["key"]) or obj["key"] == extra_name(source_rank)
             ]
@@ -410,27 +419,6 @@ class CheckpointManager:
             error = exc
         self._agree(uri, error)
         return manifest, source_rank
-
-    def _check_manifest(self, uri: str, manifest: dict[str, Any], optimizer: Any, scheduler: Any) -> int:
-        """Validate what load() needs from the manifest; returns the rank whose RNG states this rank takes."""
-        saved_world = int(manifest["world_size"])
-        if scheduler is not None and not manifest.get("has_scheduler"):
-            raise CheckpointError(uri, "the checkpoint holds no scheduler state; pass scheduler=None")
-        if optimizer is not None and not manifest.get("has_optimizer"):
-            raise CheckpointError(uri, "the checkpoint holds no optimizer state; pass optimizer=None")
-        source_rank = min(self.rank, saved_world - 1)
-        if not any(obj["key"] == extra_name(source_rank) for obj in manifest["objects"]):
-            raise CheckpointCorrupt(uri, f"{MANIFEST} lists no {extra_name(source_rank)}; {DAMAGED_FIX}")
-        if saved_world != self.world_size and self.rank == 0:
-            log.info(
-                "checkpoint %s was written by %d ranks, resuming with %d: model, optimizer and loader state carry "
-                "over; ranks without a saved counterpart take the RNG states of rank %d",
-                uri,
-                saved_world,
-                self.world_size,
-                saved_world - 1,
-            )
-        return source_rank
 
     # -- prune
 
