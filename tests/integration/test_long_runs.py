@@ -216,7 +216,7 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_lease_and_a_stale_
 def test_a_writer_that_lost_its_lease_publishes_no_further_checkpoint(job_file, tmp_path):
     ckpt = (tmp_path / "ckpt").as_uri()
     t = trainer(job_file(training={"maxSteps": 4}), tmp_path / "run")
-    original = t.checkpoints.save
+    original = t.checkpoints.commit  # what a save in place and a background save both end with
 
     def save_then_be_overtaken(step, *args, **kwargs):
         if step == 4:  # another run took the URI over (this one stalled past its lease, say)
@@ -224,7 +224,7 @@ def test_a_writer_that_lost_its_lease_publishes_no_further_checkpoint(job_file, 
             open_store(ckpt).write(OWNER, json.dumps({**thief, "expires_unix": 4e9}).encode())
         return original(step, *args, **kwargs)
 
-    t.checkpoints.save = save_then_be_overtaken
+    t.checkpoints.commit = save_then_be_overtaken
     with pytest.raises(Exception, match="no longer owns the checkpoint URI: it is held by job 'thief'"):
         t.run()
     assert CheckpointManager(ckpt).steps() == [2]

@@ -108,7 +108,7 @@ def test_checkpoint_validation_and_every_documented_name_is_exposed(served):
     assert value(text, "pretrain_checkpoint_save_duration_seconds_bucket", le="30.0") == 0
     assert value(text, "pretrain_checkpoint_save_duration_seconds_bucket", le="60.0") == 1
     assert value(text, "pretrain_checkpoint_blocked_seconds_bucket", le="0.01") == 0
-    assert value(text, "pretrain_checkpoint_blocked_seconds_bucket", le="0.05") == 1
+    assert value(text, "pretrain_checkpoint_blocked_seconds_bucket", le="0.1") == 1
     assert value(text, "pretrain_last_checkpoint_step") == 5
     assert before - 1 <= value(text, "pretrain_last_checkpoint_timestamp_seconds") <= time.time() + 1
     assert value(text, "pretrain_validation_loss") == 2.0

@@ -79,25 +79,8 @@ DATA_WAIT_BUCKETS = (
     30.0,
     math.inf,
 )
-CHECKPOINT_BUCKETS = (
-    0.01,
-    0.05,
-    0.1,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    120.0,
-    300.0,
-    600.0,
-    1200.0,
-    1800.0,
-    3600.0,
-    math.inf,
-)
+# From a background save's copy to host memory (milliseconds) to a large save in place (an hour).
+CHECKPOINT_BUCKETS = (0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, math.inf)
 
 
 @dataclass(frozen=True)
