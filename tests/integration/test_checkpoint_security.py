@@ -177,9 +177,10 @@ def test_the_signing_key_comes_from_the_environment_and_must_not_be_trivially_sh
 
 def test_model_from_loads_safetensors_only_never_a_pickled_bin(tmp_path):
     from tokenizers import Tokenizer, models
+    from transformers import AutoModelForCausalLM
 
     from pretrain_trainer.config import ModelSpec
-    from pretrain_trainer.model import build_pretrained
+    from pretrain_trainer.model import build_model
 
     model, _, _ = tiny()
     vocab = Tokenizer(models.WordLevel({f"t{i}": i for i in range(64)}, unk_token="t0"))
@@ -190,9 +191,8 @@ def test_model_from_loads_safetensors_only_never_a_pickled_bin(tmp_path):
     torch.save(model.state_dict(), pickled / "pytorch_model.bin")  # what an older save_pretrained wrote
 
     def load(folder: Path) -> torch.nn.Module:
-        return build_pretrained(
-            ModelSpec(architecture="gpt2", init="pretrained", from_=str(folder)), "clm", vocab, None
-        )[0]
+        spec = ModelSpec(architecture="gpt2", init="pretrained", from_=str(folder))
+        return build_model(spec, AutoModelForCausalLM, vocab, {})[0]
 
     with pytest.raises(ValueError, match=r"spec\.model\.from: .*only safetensors weights are loaded"):
         load(pickled)

@@ -121,7 +121,8 @@ def test_local_ranks_share_one_download_per_chunk(dataset, s3_env, faulty_s3, tm
         assert p.exitcode == 0
     chunks = list((tmp_path / "cache").glob("*.chunk"))
     gets = [r for r in faulty_s3.requests if r.method == "GET" and r.path.endswith(".bin")]
-    assert len(gets) == len(chunks) == sum(fetches for _, _, fetches in got) > 2 * WINDOW_BLOCKS
+    # 12 steps of 8 samples read two whole windows (6 blocks); read-ahead may fetch more, as the timing allows.
+    assert len(gets) == len(chunks) == sum(fetches for _, _, fetches in got) >= 2 * WINDOW_BLOCKS
     expected = _stream(ShardSet.open(f"{data_uri}/train", s3_env), world_size=2, start=0, steps=12, batch=8)
     assert [rows for _, rows, _ in got] == [[bytes(r) for r in rows] for rows in expected]
 

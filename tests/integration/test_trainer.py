@@ -236,7 +236,8 @@ def test_a_stopped_rank_is_reported_by_its_peers_watchdog_within_the_stall_timeo
     assert f"stalled: rank 0 on host {os.uname().nodename} made no progress for" in report
     assert f"rank 1 on host {os.uname().nodename} has not answered for" in report
     reported = int(re.search(r"has not answered for \d+ s \(last step (\d+)\)", report).group(1))
-    assert 1 <= reported <= last_step  # its last heartbeat: within a few fast steps of where it stopped
+    # Its last heartbeat: at most where it stopped (on a loaded machine it may predate its first step's beat).
+    assert 0 <= reported <= last_step
     print(f"stall detected {detected_after:.2f} s after SIGSTOP (stallTimeoutSeconds {timeout})")
 
 

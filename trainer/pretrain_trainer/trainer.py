@@ -35,7 +35,7 @@ from pretrain_trainer.data.shards import ShardSet
 from pretrain_trainer.distributed import DistEnv
 from pretrain_trainer.metrics import TrainerMetrics, all_reduce_sum, model_flops_per_token, peak_flops
 from pretrain_trainer.model import max_positions
-from pretrain_trainer.nonfinite import OK, ROLLBACK, NonFiniteGuard, RollBack, finite
+from pretrain_trainer.nonfinite import OK, ROLLBACK, NonFiniteError, NonFiniteGuard, RollBack, finite
 from pretrain_trainer.objectives import build_objective
 from pretrain_trainer.objectives.base import ForwardOutput
 from pretrain_trainer.optim import build_optimizer, build_scheduler
@@ -333,6 +333,11 @@ class Trainer:
                 guard.passed.add(rollback.start)
                 progress = session.roll_back(self.model, self.optimizer, self.scheduler, rollback.start)
                 self.reporter.rewind(progress.step - first_step)
+            except NonFiniteError:
+                # Every rank stops here together (the loss is global); the save in flight is of a good step.
+                if self.saver is not None:
+                    self._saved(self.saver.wait())
+                raise
         step = progress.step
         if not preempted and not self._eval_due(step):
             self._evaluate(step)
