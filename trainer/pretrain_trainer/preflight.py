@@ -2,6 +2,7 @@
 seconds with a message naming the data set or field and the fix, instead of after hours or deep inside torch.
 
     model_config_problems(spec.model)          # misspelt model.config keys, with a did-you-mean (needs transformers)
+    teacher_vocabulary_problems(spec, options)  # a distillation teacher of another vocabulary (where reachable)
     check_data(train, validation, ...)          # sets too short for one sample, a validation set too small to use
     check_token_ids(window, vocab_size, where)   # ids the embedding does not have (every batch, before its forward)
 """
@@ -15,9 +16,10 @@ from functools import cache
 
 import numpy as np
 
-from pretrain_trainer.config import ModelSpec, Problem
+from pretrain_trainer.config import ModelSpec, PretrainJobSpec, Problem
 from pretrain_trainer.data.loader import sample_count
 from pretrain_trainer.data.shards import ShardError, ShardSet
+from pretrain_trainer.storage import StorageError, StorageOptions, open_store
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,32 @@ def model_config_problems(spec: ModelSpec, path: str = "spec.model.config") -> l
         hint = f"did you mean {close[0]!r}?" if close else f"see transformers' {cls.__name__} for its settings"
         out.append(Problem(f"{path}.{key}", f"not a setting of {spec.architecture} ({cls.__name__}); {hint}"))
     return out
+
+
+def teacher_vocabulary_problems(spec: PretrainJobSpec, options: StorageOptions | None) -> list[Problem]:
+    """A distillation teacher whose tokenizer.json is not the job's tokenizer (or that has none), checked where both
+    can be read now (local folders, or a store that answers); an unreachable one is left to the trainer's start,
+    which checks it again. Reading a model folder without config.json is the trainer's error too."""
+    from tokenizers import Tokenizer
+
+    from pretrain_trainer.objectives.distillation import TEACHER_FIELD, vocabulary_mismatch
+    from pretrain_trainer.tokenizer.load import read_tokenizer
+
+    teacher = spec.objective.distillation.teacher
+    if not teacher:
+        return []
+    try:
+        job, _ = read_tokenizer(spec.tokenizer.uri, options)
+        store = open_store(teacher, options)
+        keys = {o.key for o in store.list("")}
+        if "config.json" not in keys:
+            return []
+        theirs = Tokenizer.from_str(store.read("tokenizer.json").decode()) if "tokenizer.json" in keys else None
+    except (StorageError, OSError, ValueError) as err:
+        log.debug("teacher vocabulary not checked: %s", err)
+        return []
+    problem = vocabulary_mismatch(theirs, job, teacher, spec.tokenizer.uri)
+    return [Problem(TEACHER_FIELD, problem)] if problem else []
 
 
 def check_data(
@@ -119,4 +147,4 @@ def check_token_ids(window: np.ndarray, vocab_size: int, where: str) -> None:
         )
 
 
-__all__ = ["check_data", "check_token_ids", "config_keys", "model_config_problems"]
+__all__ = ["check_data", "check_token_ids", "config_keys", "model_config_problems", "teacher_vocabulary_problems"]

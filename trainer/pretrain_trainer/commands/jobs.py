@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pretrain_trainer.__main__ import add_job_arguments
 from pretrain_trainer.commands.registry import EXIT_FAILED_CHECK, CommandTree, default
-from pretrain_trainer.config import ModelSpec
+from pretrain_trainer.config import PretrainJobSpec
 from pretrain_trainer.contract import EXIT_BAD_CONFIG, EXIT_PREEMPTED, EXIT_STALLED, EXIT_STORAGE_UNAVAILABLE
 from pretrain_trainer.launch import run_worker
 
@@ -20,7 +20,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             for job in load_jobs(path):
-                _check_model_config(job.spec.model, path)
+                _check_with_trainer(job.spec, path)
         except ConfigError as err:
             failed += 1
             print(err)
@@ -32,14 +32,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_FAILED_CHECK if failed else 0
 
 
-def _check_model_config(model: ModelSpec, path: str) -> None:
-    """model.config keys against the architecture's transformers config class, where transformers is installed
-    (the operator's image has no transformers: its admission checks stop at the schema)."""
+def _check_with_trainer(spec: PretrainJobSpec, path: str) -> None:
+    """The checks that need the trainer's libraries, where they are installed (the operator's image has no
+    transformers: its admission checks stop at the schema): model.config keys against the architecture's
+    transformers config class, and a distillation teacher's vocabulary against the job's tokenizer where both
+    can be read (local folders, or a store that answers at once)."""
     from pretrain_trainer.config import ConfigError
-    from pretrain_trainer.preflight import model_config_problems
 
     try:
-        problems = model_config_problems(model)
+        from pretrain_trainer.preflight import model_config_problems, teacher_vocabulary_problems
+        from pretrain_trainer.storage import StorageOptions
+
+        problems = model_config_problems(spec.model)
+        quick = StorageOptions.from_spec(spec.storage).with_overrides(retry_timeout_s=0.0, max_attempts=1)
+        problems += teacher_vocabulary_problems(spec, quick)
     except ImportError:
         return
     if problems:
@@ -51,8 +57,9 @@ def add_validate(tree: CommandTree) -> None:
         "validate",
         cmd_validate,
         help="check PretrainJob manifests offline (for GitOps pipelines)",
-        description="Check each manifest with the trainer's schema and semantic checks. Prints one line per "
-        "problem (file: field path: message) and exits 1 if any file is invalid.",
+        description="Check each manifest with the trainer's schema and semantic checks, model.config against "
+        "the architecture, and a distillation teacher's vocabulary against the job's tokenizer where both can be "
+        "read. Prints one line per problem (file: field path: message) and exits 1 if any file is invalid.",
     )
     validate.add_argument("files", nargs="+", metavar="FILE", help="PretrainJob manifests (or bare specs)")
 

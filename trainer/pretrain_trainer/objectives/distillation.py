@@ -37,17 +37,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+TEACHER_FIELD = "spec.objective.distillation.teacher"
+
+
+def vocabulary_mismatch(theirs: Tokenizer | None, job: Tokenizer, teacher_uri: str, job_uri: str) -> str | None:
+    """Why the teacher cannot be distilled with the job's tokenizer (its tokenizer.json has another vocabulary, or
+    there is none), naming both vocabularies; None when they are the same."""
+    job_vocab = job.get_vocab(with_added_tokens=True)
+    their_vocab = theirs.get_vocab(with_added_tokens=True) if theirs is not None else None
+    if their_vocab == job_vocab:
+        return None
+    what = f"{len(their_vocab)} tokens" if their_vocab is not None else "no tokenizer.json"
+    return (
+        f"the teacher's vocabulary ({teacher_uri}: {what}) differs from the job's (spec.tokenizer.uri {job_uri}: "
+        f"{len(job_vocab)} tokens); teacher and student must share the tokenizer"
+    )
+
+
 def check_vocabulary(teacher_tokenizer: Tokenizer | None, job: Tokenizer, teacher_uri: str, job_uri: str) -> None:
     """Teacher and student must read the same ids: the teacher's tokenizer.json must be the job's."""
-    job_vocab = job.get_vocab(with_added_tokens=True)
-    theirs = teacher_tokenizer.get_vocab(with_added_tokens=True) if teacher_tokenizer is not None else None
-    if theirs != job_vocab:
-        what = f"{len(theirs)} tokens" if theirs is not None else "no tokenizer.json"
-        raise ValueError(
-            f"spec.objective.distillation.teacher: the teacher's vocabulary ({teacher_uri}: {what}) differs from the "
-            f"job's (spec.tokenizer.uri {job_uri}: {len(job_vocab)} tokens); teacher and student must share the "
-            "tokenizer"
-        )
+    if problem := vocabulary_mismatch(teacher_tokenizer, job, teacher_uri, job_uri):
+        raise ValueError(f"{TEACHER_FIELD}: {problem}")
 
 
 def layer_list(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
@@ -182,4 +192,4 @@ def cosine_sum(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return (1 - F.cosine_similarity(student.float(), teacher.float(), dim=-1)).sum()
 
 
-__all__ = ["Distilled", "check_vocabulary", "student_from_teacher"]
+__all__ = ["TEACHER_FIELD", "Distilled", "check_vocabulary", "student_from_teacher", "vocabulary_mismatch"]
