@@ -25,6 +25,9 @@ from . import children
 MUTABLE_FIELDS = (
     "suspend",
     "workers.replicas",
+    "workers.minReplicas",
+    "workers.scaleDownAfterSeconds",
+    "workers.scaleUpCooldownSeconds",
     "failurePolicy.maxRestarts",
     "ttlSecondsAfterFinished",
     "cleanPodPolicy",

@@ -51,6 +51,10 @@ class Worker:
     metrics_port: int = 0  # where rank 0 serves /metrics (the pod's declared port; 0: none)
     result: dict[str, Any] = field(default_factory=dict)  # the trainer's termination message (JSON)
     preempted: bool = False  # taken away (eviction, DisruptionTarget, SIGTERM after a checkpoint), not broken
+    # Its node or the scheduler took the pod away (an eviction, a DisruptionTarget condition): its place may be gone,
+    # unlike a worker that merely exited 143 because the gang was stopped.
+    displaced: bool = False
+    unschedulable_since: datetime | None = None  # a pending pod the scheduler could not place: since when
 
     @property
     def retryable(self) -> bool:
@@ -103,16 +107,17 @@ _EXIT_REASONS = {
 }
 
 
-def _failure_reason(status: dict[str, Any], term: dict[str, Any] | None, code: int | None) -> tuple[str, bool]:
-    """Why a pod failed, and whether it was preempted (taken away) rather than broken."""
+def _failure_reason(status: dict[str, Any], term: dict[str, Any] | None, code: int | None) -> tuple[str, bool, bool]:
+    """Why a pod failed, whether it was preempted (stopped) rather than broken, and whether its node or the
+    scheduler took it away (displaced)."""
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
     if status.get("reason") == "Evicted":
-        return "Evicted", True
+        return "Evicted", True, True
     if conditions.get("DisruptionTarget", {}).get("status") == "True":
-        return conditions["DisruptionTarget"].get("reason") or "Preempted", True
+        return conditions["DisruptionTarget"].get("reason") or "Preempted", True, True
     if code in _EXIT_REASONS:
-        return _EXIT_REASONS[code], code == EXIT_PREEMPTED
-    return (term or {}).get("reason") or status.get("reason") or "Error", False
+        return _EXIT_REASONS[code], code == EXIT_PREEMPTED, False
+    return (term or {}).get("reason") or status.get("reason") or "Error", False, False
 
 
 def read_worker(pod: dict[str, Any], now: datetime, stuck_grace_s: float) -> Worker:
@@ -133,14 +138,21 @@ def read_worker(pod: dict[str, Any], now: datetime, stuck_grace_s: float) -> Wor
         return Worker(**base, state="succeeded", exit_code=0, result=_result(term))
     if phase == "Failed":
         code = term.get("exitCode") if term else None
-        reason, preempted = _failure_reason(status, term, code)
+        reason, preempted, displaced = _failure_reason(status, term, code)
         result = _result(term)
         detail = result.get(ERROR) or ("" if result else status.get("message") or (term or {}).get("message") or "")
         message = f"{meta['name']} failed ({reason}" + (f", exit code {code}" if code is not None else "") + ")"
         if detail:
             message += f": {str(detail).strip().splitlines()[-1][:300]}"
         return Worker(
-            **base, state="failed", reason=reason, message=message, exit_code=code, result=result, preempted=preempted
+            **base,
+            state="failed",
+            reason=reason,
+            message=message,
+            exit_code=code,
+            result=result,
+            preempted=preempted,
+            displaced=displaced,
         )
     if meta.get("deletionTimestamp"):
         return Worker(**base, state="terminating")
@@ -159,5 +171,10 @@ def read_worker(pod: dict[str, Any], now: datetime, stuck_grace_s: float) -> Wor
     scheduled = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), {})
     if scheduled.get("status") == "False":
         why = f"{meta['name']} not scheduled ({scheduled.get('reason', '')}): {scheduled.get('message', '')}"
-        return Worker(**base, state="pending", reason=scheduled.get("reason", ""), message=why)
+        since = None
+        if scheduled.get("reason") == "Unschedulable":
+            since = parse_time(scheduled.get("lastTransitionTime")) or parse_time(meta.get("creationTimestamp")) or now
+        return Worker(
+            **base, state="pending", reason=scheduled.get("reason", ""), message=why, unschedulable_since=since
+        )
     return Worker(**base, state="pending", reason=(waiting or {}).get("reason", ""))

@@ -7,6 +7,12 @@ podIP, then Succeeded or Failed with the exit code and the termination message f
 does. Deleting a pod sends SIGTERM to its processes, SIGKILL after terminationGracePeriodSeconds, then removes
 the pod (delete with grace 0).
 
+Capacity: `kubelet.capacity = N` (None: unbounded, the default) lets at most N pods hold a place at once (running,
+or terminating until their processes exit). A pod that does not fit stays Pending with `PodScheduled=False`,
+reason Unschedulable, as the scheduler reports it, and starts, oldest first, once a place frees up. Lowering the
+capacity below what runs evicts the pods started last, as a node under pressure or a preempting scheduler would:
+a `DisruptionTarget` condition, SIGTERM (they checkpoint and exit 143), then phase Failed.
+
 Pods are loopback processes, so names are mapped as a cluster network would: the job's rendezvous host
 (`<job>-worker-0.<job>.<ns>.svc`) resolves to 127.0.0.1, and the rendezvous port (contract.RENDEZVOUS_PORT)
 becomes a free port per gang, since all pods share one network namespace here.
@@ -62,6 +68,8 @@ class Kubelet:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="kubelet", daemon=True)
         self.error: BaseException | None = None
+        self.capacity: int | None = None  # pods that may hold a place at once; None: unbounded
+        self._unschedulable: set[tuple[str, str]] = set()  # pods told they do not fit
 
     def __enter__(self) -> Kubelet:
         self._thread.start()
@@ -103,15 +111,51 @@ class Kubelet:
             seen.add(key)
             running = self.pods.get(key)
             if running is None and not meta.get("deletionTimestamp"):
-                self.pods[key] = self._start(pod)
+                if self._places_left() > 0:
+                    self._unschedulable.discard(key)
+                    self.pods[key] = self._start(pod)
+                elif key not in self._unschedulable:
+                    self._unschedulable.add(key)
+                    self._report_unschedulable(pod)
                 continue
             if running is None:
+                self._unschedulable.discard(key)
                 self.api.delete("v1", "pods", meta["namespace"], meta["name"], grace=0)
                 continue
             self._watch_process(running, pod)
         for key, running in self.pods.items():
             if key not in seen and running.proc.poll() is None:  # force-deleted
                 os.killpg(running.proc.pid, signal.SIGKILL)
+        self._evict_over_capacity()
+
+    def _holding(self) -> list[RunningPod]:
+        """Pods holding a place: their processes have not exited."""
+        return [p for p in self.pods.values() if not p.done and p.proc.poll() is None]
+
+    def _places_left(self) -> int:
+        return 1 if self.capacity is None else self.capacity - len(self._holding())
+
+    def _report_unschedulable(self, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        condition = {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": f"0/1 nodes are available: room for {self.capacity} pods (the kubelet fixture's capacity)",
+            "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        status = {"phase": "Pending", "conditions": [condition]}
+        self.api.patch("v1", "pods", meta["namespace"], meta["name"], {"status": status}, sub="status")
+
+    def _evict_over_capacity(self) -> None:
+        """Past the capacity, the pods started last are evicted (DisruptionTarget, then SIGTERM)."""
+        if self.capacity is None:
+            return
+        holding = [p for p in self._holding() if p.terminating_since is None and not p.extra.get("evicted")]
+        excess = len(self._holding()) - self.capacity
+        for pod in list(reversed(holding))[: max(excess, 0)]:
+            pod.extra["evicted"] = True
+            os.killpg(pod.proc.pid, signal.SIGTERM)
 
     def _watch_process(self, running: RunningPod, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
@@ -131,10 +175,16 @@ class Kubelet:
             code = 128 - code if code < 0 else code
             message = running.termination_log.read_text()[:4096] if running.termination_log.exists() else ""
             terminated = {"exitCode": code, "reason": "Completed" if code == 0 else "Error", "message": message}
-            status = {
+            status: dict[str, Any] = {
                 "phase": "Succeeded" if code == 0 else "Failed",
                 "containerStatuses": [{"name": "trainer", "ready": False, "state": {"terminated": terminated}}],
             }
+            if running.extra.get("evicted"):
+                reason, why = "TerminationByKubelet", "evicted: the kubelet fixture's capacity was lowered"
+                status["conditions"] = [
+                    {"type": "DisruptionTarget", "status": "True", "reason": reason, "message": why}
+                ]
+                status["phase"] = "Failed"
             self.api.patch("v1", "pods", meta["namespace"], meta["name"], {"status": status}, sub="status")
 
     # ------------------------------------------------------------------------------------------ start a pod
@@ -204,6 +254,7 @@ class Kubelet:
         status = {
             "phase": "Running",
             "podIP": POD_IP,
+            "conditions": [{"type": "PodScheduled", "status": "True"}],
             "containerStatuses": [{"name": "trainer", "ready": True, "state": {"running": {}}}],
         }
         self.api.patch("v1", "pods", ns, name, {"status": status}, sub="status")

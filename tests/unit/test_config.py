@@ -133,6 +133,46 @@ def test_world_size_counts_in_batch_divisibility():
         parse_spec(spec)
 
 
+def _elastic(replicas: int, min_replicas: int, **training):
+    spec = _with("workers", {"replicas": replicas, "minReplicas": min_replicas})
+    spec["training"].update(training)
+    return spec
+
+
+def test_min_replicas_defaults_to_replicas_so_a_job_is_not_elastic_unless_asked():
+    workers = parse_spec(_with("workers", {"replicas": 4})).workers
+    assert (workers.min_replicas, workers.min_size, workers.elastic, list(workers.sizes())) == (0, 4, False, [4])
+    elastic = parse_spec(_elastic(4, 2, globalBatchSamples=48)).workers
+    assert (elastic.min_size, elastic.elastic, list(elastic.sizes())) == (2, True, [2, 3, 4])
+
+
+def test_min_replicas_above_replicas_is_refused_naming_both_fields():
+    with pytest.raises(ConfigError) as err:
+        parse_spec(_elastic(2, 3, globalBatchSamples=48))
+    assert "spec.workers.minReplicas: 3 exceeds workers.replicas 2 (the most workers)" in str(err.value)
+
+
+def test_an_elastic_job_needs_a_global_batch_that_splits_over_every_size_in_its_range():
+    # 16 samples in micro batches of 4 split over 4 and 2 workers, not over 3: the fix names the common multiple.
+    with pytest.raises(ConfigError) as err:
+        parse_spec(_elastic(4, 2))
+    message = str(err.value)
+    assert "spec.training.globalBatchSamples: 16 samples per step cannot be split into micro batches of 4" in message
+    assert "from workers.minReplicas 2 to workers.replicas 4: not on 3 workers" in message
+    assert "use a multiple of 48 samples" in message and "narrow workers.minReplicas..replicas" in message
+    assert parse_spec(_elastic(4, 2, globalBatchSamples=48)).workers.min_size == 2
+    assert parse_spec(_elastic(4, 4)).workers.elastic is False  # minReplicas = replicas: one size, which fits
+
+
+def test_the_elastic_batch_fix_is_given_in_tokens_when_the_batch_is_given_in_tokens():
+    spec = _elastic(3, 2, globalBatchTokens=8 * 128)
+    del spec["training"]["globalBatchSamples"]
+    with pytest.raises(ConfigError) as err:
+        parse_spec(spec)
+    assert "spec.training.globalBatchTokens: 8 samples per step" in str(err.value)
+    assert "use a multiple of 24 samples (3072 tokens)" in str(err.value)
+
+
 def test_a_whole_manifest_is_accepted_and_its_name_checked():
     manifest = {"apiVersion": API_VERSION, "kind": "PretrainJob", "metadata": {"name": "gpt-small"}, "spec": MINIMAL}
     job = parse_job(manifest)

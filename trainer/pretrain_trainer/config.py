@@ -68,6 +68,29 @@ class WorkersSpec:
         minimum=1,
         maximum=MAX_WORKER_INDEX + 1,
     )
+    min_replicas: int = spec_field(
+        0,
+        doc="The fewest worker pods the job may train on (elastic training; replicas is then the most). When workers "
+        "cannot be scheduled for scaleDownAfterSeconds, or are preempted, the gang restarts on the largest number of "
+        "pods it can get, no fewer than this, and grows back towards replicas when capacity returns; the global batch "
+        "stays the same (gradient accumulation absorbs the change) and the loader resumes at the exact next sample. "
+        "0 (the default) means replicas: not elastic.",
+        minimum=0,
+        maximum=MAX_WORKER_INDEX + 1,
+    )
+    scale_down_after_seconds: int = spec_field(
+        120,
+        doc="Elastic jobs (minReplicas < replicas): how long a worker pod may stay unschedulable before the gang "
+        "restarts on the pods that were scheduled.",
+        minimum=0,
+    )
+    scale_up_cooldown_seconds: int = spec_field(
+        600,
+        doc="Elastic jobs: seconds after a resize before the operator looks for capacity to grow again (it then "
+        "holds a spare pod per missing worker and grows once the scheduler places them), so that capacity that "
+        "comes and goes does not restart the job over and over.",
+        minimum=0,
+    )
     procs_per_worker: int = spec_field(1, doc="Processes per pod (torchrun --nproc-per-node): GPUs per pod.", minimum=1)
     resources: dict[str, Any] = spec_field(
         factory=dict,
@@ -107,7 +130,21 @@ class WorkersSpec:
 
     @property
     def world_size(self) -> int:
+        """Trainer processes at the most workers (replicas)."""
         return self.replicas * self.procs_per_worker
+
+    @property
+    def min_size(self) -> int:
+        """The fewest worker pods the job trains on: minReplicas, or replicas when it is 0 (not elastic)."""
+        return self.min_replicas or self.replicas
+
+    @property
+    def elastic(self) -> bool:
+        return self.min_size < self.replicas
+
+    def sizes(self) -> range:
+        """Every number of worker pods the job may train on, fewest first."""
+        return range(min(self.min_size, self.replicas), self.replicas + 1)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ masking, batch divisibility, GPUs per pod. `config.parse_spec` runs them once th
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -159,33 +160,65 @@ def _model_problems(spec: PretrainJobSpec, path: str) -> list[Problem]:
 
 def _batch_problems(spec: PretrainJobSpec, path: str) -> list[Problem]:
     out: list[Problem] = []
-    t = spec.training
-    world = spec.workers.world_size
+    t, w = spec.training, spec.workers
+    if w.min_replicas > w.replicas:
+        out.append(
+            Problem(
+                f"{path}.workers.minReplicas",
+                f"{w.min_replicas} exceeds workers.replicas {w.replicas} (the most workers); lower minReplicas or "
+                "raise replicas",
+            )
+        )
     if bool(t.global_batch_tokens) == bool(t.global_batch_samples):
         out.append(Problem(f"{path}.training", "give exactly one of globalBatchTokens and globalBatchSamples"))
-    else:
-        per_step = t.micro_batch_size * world
-        if t.global_batch_tokens and t.global_batch_tokens % spec.data.sequence_length:
-            out.append(
-                Problem(
-                    f"{path}.training.globalBatchTokens",
-                    f"{t.global_batch_tokens} is not a multiple of data.sequenceLength {spec.data.sequence_length}",
-                )
+        return out
+    if t.global_batch_tokens and t.global_batch_tokens % spec.data.sequence_length:
+        out.append(
+            Problem(
+                f"{path}.training.globalBatchTokens",
+                f"{t.global_batch_tokens} is not a multiple of data.sequenceLength {spec.data.sequence_length}",
             )
-        samples = t.batch_samples(spec.data.sequence_length)
-        if samples % per_step or samples == 0:
-            lower = max(per_step, samples // per_step * per_step)
-            unit = spec.data.sequence_length if t.global_batch_tokens else 1
-            which = "globalBatchTokens" if t.global_batch_tokens else "globalBatchSamples"
-            out.append(
-                Problem(
-                    f"{path}.training.{which}",
-                    f"{samples} samples per step cannot be split into "
-                    f"micro batches of {t.micro_batch_size} over {world} processes (world size); use a "
-                    f"multiple of {per_step} samples, e.g. {lower * unit} or {(lower + per_step) * unit}",
-                )
+        )
+    samples = t.batch_samples(spec.data.sequence_length)
+    unit = spec.data.sequence_length if t.global_batch_tokens else 1
+    which = "globalBatchTokens" if t.global_batch_tokens else "globalBatchSamples"
+    per_step = t.micro_batch_size * w.world_size
+    if w.min_size < w.replicas and samples:
+        out += _elastic_batch_problems(spec, path, samples, unit, which)
+    elif samples % per_step or samples == 0:
+        lower = max(per_step, samples // per_step * per_step)
+        out.append(
+            Problem(
+                f"{path}.training.{which}",
+                f"{samples} samples per step cannot be split into "
+                f"micro batches of {t.micro_batch_size} over {w.world_size} processes (world size); use a "
+                f"multiple of {per_step} samples, e.g. {lower * unit} or {(lower + per_step) * unit}",
             )
+        )
     return out
+
+
+def _elastic_batch_problems(spec: PretrainJobSpec, path: str, samples: int, unit: int, which: str) -> list[Problem]:
+    """An elastic job trains on any number of workers from minReplicas to replicas: the global batch must split
+    into micro batches over every one of those world sizes."""
+    t, w = spec.training, spec.workers
+    sizes = w.sizes()
+    bad = [n for n in sizes if samples % (t.micro_batch_size * w.procs_per_worker * n)]
+    if not bad:
+        return []
+    need = math.lcm(*(t.micro_batch_size * w.procs_per_worker * n for n in sizes))
+    shown = ", ".join(map(str, bad[:5])) + (", …" if len(bad) > 5 else "")
+    fix = f"use a multiple of {need} samples" + (f" ({need * unit} tokens)" if unit > 1 else "") + ", or "
+    fix = fix if need <= 10**9 else ""  # a range of hundreds of sizes: no batch fits them all
+    return [
+        Problem(
+            f"{path}.training.{which}",
+            f"{samples} samples per step cannot be split into micro batches of {t.micro_batch_size} on every size "
+            f"from workers.minReplicas {w.min_size} to workers.replicas {w.replicas}: not on {shown} workers "
+            f"of {w.procs_per_worker} processes each; {fix}narrow workers.minReplicas..replicas to sizes that "
+            "divide it",
+        )
+    ]
 
 
 def _gpu_count(resources: dict[str, Any]) -> int | None:
