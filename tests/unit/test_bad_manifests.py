@@ -76,7 +76,7 @@ ROWS = [
     ("enum-precision", {"spec.training.precision": "fp16"}, "spec.training.precision", "both"),
     ("enum-parallelism", {"spec.training.parallelism": "tp"}, "spec.training.parallelism", "both"),
     ("enum-clean-pod-policy", {"spec.cleanPodPolicy": "Never"}, "spec.cleanPodPolicy", "both"),
-    ("enum-architecture", {"spec.model.architecture": "t5"}, "spec.model.architecture", "both"),
+    ("enum-architecture", {"spec.model.architecture": "mt5"}, "spec.model.architecture", "both"),
     ("enum-addressing-style", {"spec.storage.addressingStyle": "dns"}, "spec.storage.addressingStyle", "both"),
     ("mlm-probability-zero", {"spec.objective.mlm.probability": 0}, "spec.objective.mlm.probability", "both"),
     ("learning-rate-zero", {"spec.optimizer.lr": 0}, "spec.optimizer.lr", "both"),

@@ -17,6 +17,11 @@ def is_causal(spec: PretrainJobSpec) -> bool:
     return objective_class(spec.objective.type).causal
 
 
+def raw_length(spec: PretrainJobSpec) -> int:
+    """Tokens the loader reads per sample (+1 when causal): `Objective.raw_length`."""
+    return objective_class(spec.objective.type).raw_length(spec)
+
+
 def job_loader(
     spec: PretrainJobSpec,
     shards: ShardSet,
@@ -31,7 +36,7 @@ def job_loader(
     seq = spec.data.sequence_length
     return StreamingLoader(
         shards,
-        sequence_length=seq,
+        sequence_length=raw_length(spec),
         causal=is_causal(spec),
         global_batch_size=spec.training.batch_samples(seq),
         rank=rank,

@@ -53,6 +53,14 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     # RoBERTa reserves two positions for its padding offset.
     "roberta": {"kind": "encoder", "positions_key": "max_position_embeddings", "positions": 514, "offset": 2},
     "electra": {"kind": "encoder", "positions_key": "max_position_embeddings", "positions": 512},
+    # Encoder–decoders; `decoder_start`: the special token the decoder starts from (T5: pad, BART: eos).
+    "t5": {"kind": "encoder-decoder", "positions_key": "n_positions", "positions": 512, "decoder_start": "pad"},
+    "bart": {
+        "kind": "encoder-decoder",
+        "positions_key": "max_position_embeddings",
+        "positions": 1024,
+        "decoder_start": "eos",
+    },
 }
 
 
@@ -252,6 +260,50 @@ class ElectraSpec:
 
 
 @dataclass(frozen=True)
+class SpanCorruptionSpec:
+    """T5's span corruption (Raffel et al., 2020): noise spans replaced by sentinels in the encoder input, the
+    decoder predicts the sentinels and the dropped spans. The loader reads a longer raw window, so that the encoder
+    input is exactly data.sequenceLength tokens (T5's compute_input_and_target_lengths)."""
+
+    noise_density: float = spec_field(
+        0.15,
+        doc="Share of the raw window's tokens that are noise (dropped from the input, predicted by the decoder).",
+        minimum=0.0,
+        maximum=0.5,
+        exclusive_minimum=True,
+    )
+    mean_noise_span_length: float = spec_field(
+        3.0, doc="Mean length of a noise span in tokens (number of spans = noise tokens / this).", minimum=1.0
+    )
+
+
+@dataclass(frozen=True)
+class DenoisingSpec:
+    """BART's denoising (Lewis et al., 2020): the encoder reads a corrupted window, the decoder reconstructs the
+    original window."""
+
+    mask_ratio: float = spec_field(
+        0.3,
+        doc="Text infilling: share of the window's tokens covered by masked spans (0 disables infilling).",
+        minimum=0.0,
+        maximum=0.9,
+    )
+    poisson_lambda: float = spec_field(
+        3.0,
+        doc="Mean of the Poisson distribution of span lengths; each span becomes one mask token and a span of "
+        "length 0 inserts one.",
+        minimum=0.0,
+        exclusive_minimum=True,
+    )
+    permute_sentences: bool = spec_field(
+        True, doc="Shuffle the sentences of each document in the window (document boundaries stay in place)."
+    )
+    delete_ratio: float = spec_field(
+        0.0, doc="Token deletion: share of the window's tokens deleted outright (0 disables).", minimum=0.0, maximum=0.5
+    )
+
+
+@dataclass(frozen=True)
 class DistillationSpec:
     """Knowledge distillation (DistilBERT's triple loss; defaults from its recipe) of a frozen teacher into the
     trained model, on top of objective.type clm or mlm."""
@@ -287,11 +339,18 @@ class ObjectiveSpec:
     type: str = spec_field(
         "clm",
         doc="clm: next-token prediction (decoders); mlm: masked LM (encoders); electra: replaced-token "
-        "detection with a masked-LM generator (architecture electra).",
-        enum=("clm", "mlm", "electra"),
+        "detection with a masked-LM generator (architecture electra); span-corruption: T5's sentinel spans and "
+        "denoising: BART's text infilling and sentence permutation (encoder–decoders: t5, bart).",
+        enum=("clm", "mlm", "electra", "span-corruption", "denoising"),
     )
     mlm: MlmSpec = spec_field(factory=MlmSpec, doc="Masking settings for type: mlm, and the generator's for electra.")
     electra: ElectraSpec = spec_field(factory=ElectraSpec, doc="Generator and loss weight for type: electra.")
+    span_corruption: SpanCorruptionSpec = spec_field(
+        factory=SpanCorruptionSpec, doc="Noise density and span length for type: span-corruption."
+    )
+    denoising: DenoisingSpec = spec_field(
+        factory=DenoisingSpec, doc="Infilling, sentence permutation and deletion for type: denoising."
+    )
     distillation: DistillationSpec = spec_field(
         factory=DistillationSpec, doc="Distil a frozen teacher into the model (type: clm or mlm)."
     )

@@ -340,6 +340,26 @@ def model_flops_per_token(num_params: int, num_layers: int, hidden: int, seq_len
     return 6.0 * num_params + 12.0 * num_layers * hidden * seq_len
 
 
+def seq2seq_flops_per_token(
+    *,
+    encoder_params: int,
+    decoder_params: int,
+    encoder_layers: int,
+    decoder_layers: int,
+    hidden: int,
+    encoder_length: int,
+    decoder_length: int,
+) -> float:
+    """`model_flops_per_token` of an encoder–decoder, per encoder token: the encoder's parameters work on
+    encoder_length tokens and the decoder's (with the LM head: the shared embedding) on decoder_length, per
+    sample; attention adds 12·H per layer per query–key pair: encoder self-attention (Le²), decoder
+    self-attention (Ld²) and cross-attention (Ld·Le)."""
+    le, ld = encoder_length, decoder_length
+    matmuls = 6.0 * (encoder_params * le + decoder_params * ld)
+    attention = 12.0 * hidden * (encoder_layers * le * le + decoder_layers * (ld * ld + ld * le))
+    return (matmuls + attention) / le
+
+
 __all__ = [
     "METRIC_NAMES",
     "PEAK_BF16_FLOPS",
@@ -349,4 +369,5 @@ __all__ = [
     "all_reduce_sum",
     "model_flops_per_token",
     "peak_flops",
+    "seq2seq_flops_per_token",
 ]

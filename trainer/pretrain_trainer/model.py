@@ -62,9 +62,11 @@ def scratch_config(spec: ModelSpec, tokenizer: Tokenizer, special: dict[str, int
     """The transformers config of a new model: the spec's overrides, the tokenizer's size and special ids."""
     overrides = dict(spec.config)
     overrides["vocab_size"] = tokenizer.get_vocab_size(with_added_tokens=True)
-    for role in ("pad", "bos", "eos"):
+    for role in ("pad", "bos", "eos", "decoder_start"):
         if special.get(role) is not None:
             overrides.setdefault(f"{role}_token_id", special[role])
+    if special.get("decoder_start") is not None and special.get("eos") is not None:
+        overrides.setdefault("forced_eos_token_id", special["eos"])  # BART's generate ends on the job's EOS
     return AutoConfig.for_model(spec.architecture, **overrides)
 
 

@@ -115,7 +115,9 @@ def credentials_problem(value: str, path: str) -> Problem | None:
 def _model_problems(spec: PretrainJobSpec, path: str) -> list[Problem]:
     out: list[Problem] = []
     arch = ARCHITECTURES[spec.model.architecture]
-    wants = "decoder" if spec.objective.type == "clm" else "encoder"
+    wants = {"clm": "decoder", "span-corruption": "encoder-decoder", "denoising": "encoder-decoder"}.get(
+        spec.objective.type, "encoder"
+    )
     if spec.objective.type == "electra" and spec.model.architecture != "electra":
         out.append(
             Problem(
@@ -129,7 +131,7 @@ def _model_problems(spec: PretrainJobSpec, path: str) -> list[Problem]:
         out.append(
             Problem(
                 f"{path}.objective.type",
-                f"{spec.objective.type} needs {'an' if wants == 'encoder' else 'a'} {wants} architecture, but "
+                f"{spec.objective.type} needs {'a' if wants == 'decoder' else 'an'} {wants} architecture, but "
                 f"model.architecture is {spec.model.architecture}; use one of {fit}",
             )
         )

@@ -12,9 +12,16 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer, models
 
-from pretrain_trainer.tokenizer.load import MASK_TOKEN_CANDIDATES, PAD_TOKEN_CANDIDATES, first_present
+from pretrain_trainer.tokenizer.load import (
+    EOS_CANDIDATES,
+    MASK_TOKEN_CANDIDATES,
+    PAD_TOKEN_CANDIDATES,
+    SENTINEL_FORMAT,
+    first_present,
+)
 
 _WORD_MARKERS = ("Ġ", "▁")  # byte-level BPE's space byte, SentencePiece/Metaspace's space marker
+_SENTENCE_ENDS = (".", "!", "?", "…", "。", "！", "？")
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,12 +43,18 @@ class TokenRoles:
     pad_id: int | None
     word_start: np.ndarray
     word_end: np.ndarray | None = field(default=None)
+    eos_id: int | None = None
+    """The end-of-document token (the packed stream's separator); special."""
+    sentinel_ids: tuple[int, ...] = ()
+    """Ids of <extra_id_0>, <extra_id_1>, ... (T5's span-corruption sentinels), in that order; special."""
+    sentence_end: np.ndarray | None = field(default=None)
+    """bool [vocab_size]: tokens that end a sentence (text ending in . ! ? and the like); None: none known."""
 
     def __post_init__(self) -> None:
         if self.vocab_size < 1:
             raise ValueError(f"vocab_size: must be positive, got {self.vocab_size}")
-        specials = set(self.special_ids)
-        for name in ("mask_id", "pad_id"):
+        specials = set(self.special_ids) | set(self.sentinel_ids)
+        for name in ("mask_id", "pad_id", "eos_id"):
             value = getattr(self, name)
             if value is not None:
                 if not 0 <= value < self.vocab_size:
@@ -53,7 +66,7 @@ class TokenRoles:
         if len(specials) >= self.vocab_size:
             raise ValueError("special_ids: every id of the vocabulary is special; nothing could be masked")
         object.__setattr__(self, "special_ids", frozenset(specials))
-        for name in ("word_start", "word_end"):
+        for name in ("word_start", "word_end", "sentence_end"):
             value = getattr(self, name)
             if value is None:
                 continue
@@ -70,7 +83,7 @@ class TokenRoles:
         object.__setattr__(self, "word_end", word_end)
 
     @classmethod
-    def from_tokenizer(cls, tok: Tokenizer, mask_token: str | None = None) -> TokenRoles:
+    def from_tokenizer(cls, tok: Tokenizer, mask_token: str | None = None, eos_id: int | None = None) -> TokenRoles:
         """Read the roles from a Hugging Face tokenizer.
 
         Special tokens are the added tokens marked `special=True`. The mask token is `mask_token` when given (it
@@ -109,6 +122,7 @@ class TokenRoles:
 
         word_start = np.zeros(vocab_size, dtype=bool)
         word_end = np.zeros(vocab_size, dtype=bool)
+        sentence_end = np.zeros(vocab_size, dtype=bool)
         any_marker = False
         for token, index in vocab.items():
             if prefix:
@@ -121,6 +135,7 @@ class TokenRoles:
                 core = token[1:] if marked else token
                 word_start[index] = marked
             text = _byte_level_text(core, byte_decoder) if byte_level else core
+            sentence_end[index] = index not in special_ids and text.rstrip().endswith(_SENTENCE_ENDS)
             if text and all(c.isspace() or unicodedata.category(c).startswith("P") for c in text):
                 word_start[index] = word_end[index] = True
         if not prefix and not any_marker:
@@ -132,6 +147,9 @@ class TokenRoles:
             pad_id=pad_id,
             word_start=word_start,
             word_end=word_end,
+            eos_id=eos_id if eos_id is not None else first_present(tok, EOS_CANDIDATES),
+            sentinel_ids=tuple(_sentinels(vocab)),
+            sentence_end=sentence_end,
         )
 
     # Lookup tables as tensors, built once per TokenRoles (cached_property writes the instance __dict__ directly,
@@ -156,6 +174,13 @@ class TokenRoles:
     def random_pool(self) -> torch.Tensor:
         """int64: the non-special ids, from which random replacements are drawn."""
         return torch.nonzero(self.maskable_table).flatten()
+
+
+def _sentinels(vocab: dict[str, int]) -> list[int]:
+    out: list[int] = []
+    while (token_id := vocab.get(SENTINEL_FORMAT.format(len(out)))) is not None:
+        out.append(token_id)
+    return out
 
 
 def _is_byte_level(tok: Tokenizer) -> bool:

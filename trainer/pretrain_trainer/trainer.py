@@ -33,7 +33,7 @@ from pretrain_trainer.config import ConfigError, Job, PretrainJobSpec
 from pretrain_trainer.data.loader import StreamingLoader
 from pretrain_trainer.data.shards import ShardSet
 from pretrain_trainer.distributed import DistEnv
-from pretrain_trainer.metrics import TrainerMetrics, all_reduce_sum, model_flops_per_token, peak_flops
+from pretrain_trainer.metrics import TrainerMetrics, all_reduce_sum, peak_flops
 from pretrain_trainer.model import max_positions
 from pretrain_trainer.nonfinite import OK, ROLLBACK, NonFiniteError, NonFiniteGuard, RollBack, finite
 from pretrain_trainer.objectives import build_objective
@@ -116,9 +116,7 @@ class Trainer:
             max_steps=self.spec.training.max_steps,
             log_every_steps=self.spec.training.log_every_steps,
             world_size=env.world_size,
-            flops_per_token=model_flops_per_token(
-                self.info.num_params, self.info.num_layers, self.info.hidden_size, self.seq
-            ),
+            flops_per_token=self.objective.flops_per_token(self.raw_model, self.info, self.seq),
             peak_flops=peak_flops(self.device),
         )
         self.stop = StopFlag()
@@ -134,7 +132,8 @@ class Trainer:
         """Tokenizer, objective and shard sets. Runs before the model is built: a wrong URI or tokenizer fails in
         seconds, not minutes."""
         self.tokenizer: LoadedTokenizer = load_tokenizer(self.spec.tokenizer.uri, self.options)
-        self.objective = build_objective(self.spec, TokenRoles.from_tokenizer(self.tokenizer.tokenizer))
+        roles = TokenRoles.from_tokenizer(self.tokenizer.tokenizer, eos_id=self.tokenizer.eos_id)
+        self.objective = build_objective(self.spec, roles)
         self.train_set = ShardSet.open(self.spec.data.train, self.options, self.tokenizer.fingerprint)
         self.val_set = (
             ShardSet.open(self.spec.data.validation, self.options, self.tokenizer.fingerprint)
@@ -144,7 +143,7 @@ class Trainer:
         check_data(
             self.train_set,
             self.val_set,
-            sequence_length=self.seq,
+            sequence_length=self.objective.raw_length(self.spec),
             causal=self.objective.causal,
             global_batch_samples=self.global_samples,
             eval_batches=self.spec.training.eval_batches,

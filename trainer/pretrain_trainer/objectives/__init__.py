@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from pretrain_trainer.objectives.base import ForwardOutput, Objective
 from pretrain_trainer.objectives.clm import CausalLM
+from pretrain_trainer.objectives.denoising import Denoising
 from pretrain_trainer.objectives.distillation import Distilled
 from pretrain_trainer.objectives.electra import Electra, ElectraPair
 from pretrain_trainer.objectives.masking import (
@@ -31,12 +32,20 @@ from pretrain_trainer.objectives.masking import (
     word_starts,
 )
 from pretrain_trainer.objectives.mlm import MaskedLM
+from pretrain_trainer.objectives.seq2seq import Seq2Seq
+from pretrain_trainer.objectives.span_corruption import SpanCorruption
 
 if TYPE_CHECKING:
     from pretrain_trainer.config import PretrainJobSpec
     from pretrain_trainer.token_roles import TokenRoles
 
-OBJECTIVES: dict[str, type[Objective]] = {"clm": CausalLM, "mlm": MaskedLM, "electra": Electra}
+OBJECTIVES: dict[str, type[Objective]] = {
+    "clm": CausalLM,
+    "mlm": MaskedLM,
+    "electra": Electra,
+    "span-corruption": SpanCorruption,
+    "denoising": Denoising,
+}
 """objective.type → its class (the spec's enum lists the same names)."""
 
 
@@ -55,6 +64,7 @@ __all__ = [
     "IGNORE_INDEX",
     "OBJECTIVES",
     "CausalLM",
+    "Denoising",
     "Distilled",
     "Electra",
     "ElectraPair",
@@ -62,6 +72,8 @@ __all__ = [
     "MaskedLM",
     "MaskingConfig",
     "Objective",
+    "Seq2Seq",
+    "SpanCorruption",
     "build_objective",
     "causal_lm_batch",
     "corrupt",

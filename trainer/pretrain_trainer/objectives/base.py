@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from pretrain_trainer.metrics import model_flops_per_token
+
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
@@ -50,6 +52,17 @@ class Objective(ABC):
         self.spec = spec
         self.roles = roles
         self.seed = spec.training.seed
+
+    @classmethod
+    def raw_length(cls, spec: PretrainJobSpec) -> int:
+        """Tokens the loader reads per sample (plus one when `causal`), and the stride between samples in the
+        stream: data.sequenceLength, unless the objective turns longer raw windows into sequenceLength-token
+        inputs (span corruption)."""
+        return spec.data.sequence_length
+
+    def flops_per_token(self, model: torch.nn.Module, info: ModelInfo, sequence_length: int) -> float:
+        """Training FLOPs per input token for MFU (`metrics.model_flops_per_token` of the main network)."""
+        return model_flops_per_token(info.num_params, info.num_layers, info.hidden_size, sequence_length)
 
     @property
     @abstractmethod
