@@ -149,6 +149,12 @@ STATUS_FIELDS: dict[str, dict[str, Any]] = {
     "tokensPerSecond": {"type": "number", "description": "Training throughput over all workers."},
     "lastCheckpoint": {"type": "integer", "description": "Step of the newest complete checkpoint."},
     "lastCheckpointTime": {"type": "string", "format": "date-time"},
+    "probeAccuracy": {
+        "type": "object",
+        "additionalProperties": {"type": "number"},
+        "description": "Test accuracy of the last downstream probe by task (spec.evaluation.probes).",
+    },
+    "probeStep": {"type": "integer", "description": "The step the last downstream probe ran at."},
     "progress": {"type": "number", "description": "Percent of training.maxSteps done (step / maxSteps)."},
     "estimatedCompletionTime": {
         "type": "string",

@@ -29,10 +29,14 @@ FIELDS = {
     "pretrain_tokens_per_second": c.TOKENS_PER_SECOND,
     "pretrain_last_checkpoint_step": c.LAST_CHECKPOINT,
     "pretrain_last_checkpoint_timestamp_seconds": c.LAST_CHECKPOINT_TIME,
+    "pretrain_probe_accuracy": c.PROBE_ACCURACY,
+    "pretrain_probe_step": c.PROBE_STEP,
 }
 # tokensSeen is not read: pretrain_tokens_total restarts from 0 with the trainer; the status derives it from the
 # step (every step trains the same global batch, whatever the world size).
-INTEGERS = {c.STEP, c.LAST_CHECKPOINT}
+INTEGERS = {c.STEP, c.LAST_CHECKPOINT, c.PROBE_STEP}
+# Status fields that map a label's value to the number (the probe's accuracy by task).
+BY_LABEL = {c.PROBE_ACCURACY: "task"}
 # Status fields the operator derives from the progress (not in the trainer's record).
 PROGRESS = "progress"  # percent of maxSteps
 ESTIMATED_COMPLETION_TIME = "estimatedCompletionTime"
@@ -58,6 +62,8 @@ def parse_progress(text: str, job_name: str) -> dict[str, Any]:
                     out[key] = datetime.fromtimestamp(value, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
             elif key in INTEGERS:
                 out[key] = int(value)
+            elif key in BY_LABEL:
+                out.setdefault(key, {})[sample.labels.get(BY_LABEL[key], "")] = round(value, 4)
             else:
                 out[key] = round(value, 4)
     if out.get(c.LAST_CHECKPOINT) == 0 and c.LAST_CHECKPOINT_TIME not in out:

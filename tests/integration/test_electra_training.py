@@ -67,8 +67,16 @@ def test_one_and_two_processes_follow_the_same_electra_curve_and_report_both_mod
 def test_a_resumed_electra_run_equals_an_uninterrupted_one_and_exports_both_models(
     data, s3_endpoint, child_env, tmp_path
 ):
-    reference = _job(tmp_path / "ref.yaml", "electra-ref", data, s3_endpoint, training={"maxSteps": 8})
-    expected = _run(reference, 1, tmp_path / "ref", child_env)["losses"]
+    # The reference also probes the discriminator downstream (steps 4 and 8): probing changes nothing in training.
+    probes = {"probes": {"everySteps": 4, "maxExamples": 50}}
+    reference = _job(
+        tmp_path / "ref.yaml", "electra-ref", data, s3_endpoint, training={"maxSteps": 8}, evaluation=probes
+    )
+    summary = _run(reference, 1, tmp_path / "ref", child_env)
+    expected = summary["losses"]
+    events = [json.loads(line) for line in (tmp_path / "ref" / "train.jsonl").read_text().splitlines()]
+    assert [(e["step"], e["task"]) for e in events if e.get("event") == "probe"] == [(4, "language"), (8, "language")]
+    assert summary["probes"]["language"]["step"] == 8 and 0.1 < summary["probes"]["language"]["accuracy"] <= 1
 
     ckpt = tmp_path / "ckpt"
     checkpoint = {"uri": str(ckpt), "everySteps": 4, "exportHF": True}

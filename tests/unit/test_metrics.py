@@ -102,6 +102,7 @@ def test_checkpoint_validation_and_every_documented_name_is_exposed(served):
     tm.observe_validation(2.0, math.exp(2.0))
     tm.observe_non_finite()
     tm.observe_objective({"generator_loss": 3.5, "replaced_ratio": 0.12})
+    tm.observe_probe(4, "language", 0.8, 0.75, 0.85)
     text = scrape(port)
 
     assert value(text, "pretrain_checkpoint_save_duration_seconds_count") == 1
@@ -116,6 +117,9 @@ def test_checkpoint_validation_and_every_documented_name_is_exposed(served):
     assert value(text, "pretrain_non_finite_steps_total") == 1
     assert value(text, "pretrain_objective_metric", metric="generator_loss") == 3.5
     assert value(text, "pretrain_objective_metric", metric="replaced_ratio") == 0.12
+    assert value(text, "pretrain_probe_accuracy", task="language") == 0.8
+    assert value(text, "pretrain_probe_accuracy_bound", task="language", bound="high") == 0.85
+    assert value(text, "pretrain_probe_step") == 4
 
     # METRIC_NAMES is exactly the set of families on /metrics, each with samples (besides the `<name>_created`
     # gauges that prometheus_client adds for counters and histograms).

@@ -58,6 +58,7 @@ ALERT_NAMES = {
 DASHBOARD_FAMILIES = {
     "pretrain_loss",
     "pretrain_validation_loss",
+    "pretrain_probe_accuracy",
     "pretrain_learning_rate",
     "pretrain_grad_norm",
     "pretrain_tokens_per_second",

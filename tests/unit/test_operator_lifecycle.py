@@ -1046,6 +1046,17 @@ def test_rank_zero_termination_message_is_merged():
     assert record not in st["message"]  # JSON is the result, not a log line for the message
 
 
+def test_the_downstream_probe_reaches_the_status_from_a_scrape_and_from_the_termination_message():
+    cluster = started()
+    cluster.reconcile({"step": 20, "probeAccuracy": {"language": 0.61}, "probeStep": 20})
+    assert (cluster.status["probeAccuracy"], cluster.status["probeStep"]) == ({"language": 0.61}, 20)
+    probes = {"language": {"step": 37, "accuracy": 0.83456, "low": 0.8, "high": 0.87}}
+    record = termination_record({"steps": 37, "final_loss": 2.0, "tokens_seen": 1, "tokens_per_second": 1.0,
+                                 "probes": probes})  # fmt: skip
+    failed_once(cluster, index=0, status=exited(1, record))
+    assert (cluster.status["probeAccuracy"], cluster.status["probeStep"]) == ({"language": 0.8346}, 37)
+
+
 def test_termination_message_wins_over_an_older_scrape():
     cluster = started()
     cluster.set_pod(0, exited(0, '{"step": 100, "loss": 1.5}'))

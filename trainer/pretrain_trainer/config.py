@@ -356,6 +356,42 @@ class ObjectiveSpec:
     )
 
 
+PROBE_TASKS = ("language",)
+"""The probe tasks the project ships (`probe.py`): language of a bundled-corpus line."""
+
+
+def _default_probe_tasks() -> list[str]:
+    return ["language"]
+
+
+@dataclass(frozen=True)
+class ProbesSpec:
+    """Downstream probes during training: `pretrainjob eval probe` on the current model, by rank 0."""
+
+    every_steps: int = spec_field(
+        0,
+        doc="Steps between probe runs (0: none; with a value, also one at the end). Rank 0 fits a linear probe on "
+        "the current model's frozen features (the other ranks wait at the next step) and exports its accuracy "
+        "with a 95 % interval to /metrics (pretrain_probe_accuracy), train.jsonl, summary.json and the job's "
+        "status (probeAccuracy).",
+        minimum=0,
+    )
+    tasks: list[str] = spec_field(
+        factory=_default_probe_tasks, doc="Probe tasks, each from: " + ", ".join(PROBE_TASKS) + "."
+    )
+    max_examples: int = spec_field(
+        1000,
+        doc="At most this many training examples per task and run (a fixed, evenly spread sample), which bounds a "
+        "run's time; the test set is always whole, so runs compare.",
+        minimum=10,
+    )
+
+
+@dataclass(frozen=True)
+class EvaluationSpec:
+    probes: ProbesSpec = spec_field(factory=ProbesSpec, doc="Downstream probes of the model during training.")
+
+
 @dataclass(frozen=True)
 class DataSpec:
     train: str = spec_field(doc="Shard set for training: a folder written by `pretrainjob prepare` (holds index.json).")
@@ -554,6 +590,7 @@ class PretrainJobSpec:
     objective: ObjectiveSpec = spec_field(factory=ObjectiveSpec, doc="Training objective.")
     optimizer: OptimizerSpec = spec_field(factory=OptimizerSpec, doc="Optimizer and learning-rate schedule.")
     training: TrainingSpec = spec_field(factory=TrainingSpec, doc="Batching, precision, parallelism, steps.")
+    evaluation: EvaluationSpec = spec_field(factory=EvaluationSpec, doc="Downstream evaluation during training.")
     checkpoint: CheckpointSpec = spec_field(factory=CheckpointSpec, doc="Checkpoints in object storage.")
     storage: StorageSpec = spec_field(factory=StorageSpec, doc="Object-store connection.")
     metrics: MetricsSpec = spec_field(factory=MetricsSpec, doc="Prometheus metrics.")

@@ -107,5 +107,16 @@ TOKENS_PER_SECOND = "tokensPerSecond"
 LAST_CHECKPOINT = "lastCheckpoint"  # its step
 LAST_CHECKPOINT_TIME = "lastCheckpointTime"  # from /metrics only
 PREEMPTED = "preempted"  # in the record only: the exit code says it too
+PROBE_ACCURACY = "probeAccuracy"  # {task: accuracy} of the last downstream probe (spec.evaluation.probes)
+PROBE_STEP = "probeStep"  # the step it probed
 ERROR = "error"  # a failed worker's record: why it stopped, e.g. "object store unavailable: s3://…"
-PROGRESS_KEYS = (STEP, TOKENS_SEEN, LOSS, TOKENS_PER_SECOND, LAST_CHECKPOINT, LAST_CHECKPOINT_TIME)
+PROGRESS_KEYS = (
+    STEP,
+    TOKENS_SEEN,
+    LOSS,
+    TOKENS_PER_SECOND,
+    LAST_CHECKPOINT,
+    LAST_CHECKPOINT_TIME,
+    PROBE_ACCURACY,
+    PROBE_STEP,
+)

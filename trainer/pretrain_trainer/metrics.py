@@ -55,6 +55,9 @@ METRIC_NAMES: tuple[str, ...] = (
     "pretrain_validation_loss",
     "pretrain_validation_perplexity",
     "pretrain_objective_metric",
+    "pretrain_probe_accuracy",
+    "pretrain_probe_accuracy_bound",
+    "pretrain_probe_step",
 )
 LABEL = "job_name"
 
@@ -177,6 +180,19 @@ class TrainerMetrics:
         )
         self._val_loss = gauge("pretrain_validation_loss", "Loss on the validation set at the last evaluation.")
         self._val_ppl = gauge("pretrain_validation_perplexity", "exp(validation loss) at the last evaluation.")
+        self._probe = Gauge(
+            "pretrain_probe_accuracy",
+            "Test accuracy of the last downstream probe (spec.evaluation.probes), by `task`.",
+            (LABEL, "task"),
+            registry=r,
+        )
+        self._probe_bound = Gauge(
+            "pretrain_probe_accuracy_bound",
+            "The Wilson 95 % interval of pretrain_probe_accuracy, by `task` and `bound` (low, high).",
+            (LABEL, "task", "bound"),
+            registry=r,
+        )
+        self._probe_step = gauge("pretrain_probe_step", "The step of the last downstream probe.")
 
     # ------------------------------------------------------------------------------------------ serving
 
@@ -240,6 +256,14 @@ class TrainerMetrics:
             return
         for name, value in values.items():
             self._objective.labels(self.job, name).set(value)
+
+    def observe_probe(self, step: int, task: str, accuracy: float, low: float, high: float) -> None:
+        if not self.enabled:
+            return
+        self._probe.labels(self.job, task).set(accuracy)
+        self._probe_bound.labels(self.job, task, "low").set(low)
+        self._probe_bound.labels(self.job, task, "high").set(high)
+        self._probe_step.labels(self.job).set(step)
 
     def observe_checkpoint_blocked(self, seconds: float) -> None:
         if self.enabled:

@@ -11,6 +11,7 @@ Wilson 95 % interval over the test lines.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import tempfile
@@ -21,9 +22,10 @@ import torch
 from tokenizers import Tokenizer
 
 from pretrain_trainer.bundled_corpus import load_bundled_documents
+from pretrain_trainer.config import PROBE_TASKS as TASKS
+from pretrain_trainer.model import max_positions
 from pretrain_trainer.storage import StorageOptions
 
-TASKS = ("language",)
 MAX_TOKENS = 64
 
 
@@ -69,25 +71,46 @@ def language_examples(min_chars: int = 20) -> tuple[list[tuple[str, str]], list[
     return train, test
 
 
+def spread(items: list, most: int | None) -> list:
+    """At most `most` of `items`, evenly spread over the list (a fixed sample: the same every time)."""
+    if most is None or len(items) <= most:
+        return items
+    return [items[i * len(items) // most] for i in range(most)]
+
+
 @torch.no_grad()
-def features(model: torch.nn.Module, tokenizer: Tokenizer, texts: list[str], batch: int = 32) -> torch.Tensor:
-    """Mean-pooled last hidden states, [len(texts), hidden]."""
+def features(
+    model: torch.nn.Module,
+    tokenizer: Tokenizer,
+    texts: list[str],
+    batch: int = 32,
+    device: torch.device | None = None,
+    autocast: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Mean-pooled last hidden states of each text's first MAX_TOKENS tokens (fewer where the model has fewer
+    positions), [len(texts), hidden], on the CPU (the model runs on `device`, under `autocast` when given)."""
+    device = device or torch.device("cpu")
+    ctx = torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
+    longest = min(MAX_TOKENS, max_positions(model) or MAX_TOKENS)  # type: ignore[arg-type]
     out = []
     pad = 0
     for start in range(0, len(texts), batch):
-        encoded = [e.ids[:MAX_TOKENS] or [pad] for e in tokenizer.encode_batch(texts[start : start + batch])]
+        encoded = [e.ids[:longest] or [pad] for e in tokenizer.encode_batch(texts[start : start + batch])]
         width = max(len(ids) for ids in encoded)
-        ids = torch.tensor([e + [pad] * (width - len(e)) for e in encoded])
-        mask = torch.tensor([[1] * len(e) + [0] * (width - len(e)) for e in encoded])
-        hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-1].float()
-        out.append((hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True))
+        ids = torch.tensor([e + [pad] * (width - len(e)) for e in encoded], device=device)
+        mask = torch.tensor([[1] * len(e) + [0] * (width - len(e)) for e in encoded], device=device)
+        with ctx:
+            hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-1].float()
+        out.append(((hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)).cpu())
     return torch.cat(out)
 
 
 def fit_linear(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float = 1e-3) -> torch.nn.Linear:
-    """Multinomial logistic regression on standardised features (full-batch L-BFGS)."""
-    torch.manual_seed(0)
-    head = torch.nn.Linear(x.shape[1], classes)
+    """Multinomial logistic regression on standardised features (full-batch L-BFGS). Seeded without touching the
+    caller's random state (a probe during training must not change the dropout masks that follow)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        head = torch.nn.Linear(x.shape[1], classes)
     optimizer = torch.optim.LBFGS(head.parameters(), max_iter=200, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
@@ -100,14 +123,24 @@ def fit_linear(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float = 1e-3)
     return head
 
 
-def probe_model(model: torch.nn.Module, tokenizer: Tokenizer, task: str = "language") -> ProbeResult:
+def probe_model(
+    model: torch.nn.Module,
+    tokenizer: Tokenizer,
+    task: str = "language",
+    max_train: int | None = None,
+    device: torch.device | None = None,
+    autocast: torch.dtype | None = None,
+) -> ProbeResult:
+    """Fit the probe of `task` on `model`'s frozen features (at most `max_train` training examples, evenly spread)
+    and score it on the whole test set. Leaves `model` in eval mode."""
     if task not in TASKS:
         raise ValueError(f"--task: {task!r} is not one of {', '.join(TASKS)}")
     train, test = language_examples()
     labels = sorted({lang for _, lang in train + test})
+    train = spread(train, max_train)
     model.eval()
-    x_train = features(model, tokenizer, [t for t, _ in train])
-    x_test = features(model, tokenizer, [t for t, _ in test])
+    x_train = features(model, tokenizer, [t for t, _ in train], device=device, autocast=autocast)
+    x_test = features(model, tokenizer, [t for t, _ in test], device=device, autocast=autocast)
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6
     y_train = torch.tensor([labels.index(lang) for _, lang in train])
     y_test = torch.tensor([labels.index(lang) for _, lang in test])

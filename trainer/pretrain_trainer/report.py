@@ -82,6 +82,11 @@ def format_summary(summary: dict[str, object]) -> str:
         lines.append(
             f"validation loss {summary['validation_loss']:.4f}, perplexity {summary['validation_perplexity']:.2f}"
         )
+    for task, probe in (summary.get("probes") or {}).items():  # type: ignore[union-attr]
+        lines.append(
+            f"probe {task} at step {probe['step']}: accuracy {probe['accuracy']:.3f} "
+            f"(95% CI {probe['low']:.3f}-{probe['high']:.3f})"
+        )
     if summary.get("resumed_from") is not None:
         lines.append(f"resumed from the checkpoint of step {summary['resumed_from']}")
     if summary.get("last_checkpoint"):
@@ -102,6 +107,10 @@ def termination_record(summary: dict[str, object]) -> str:
         c.LAST_CHECKPOINT: summary.get("last_checkpoint_step"),
         c.PREEMPTED: summary.get("preempted", False),
     }
+    probes: dict[str, dict[str, float]] = summary.get("probes") or {}  # type: ignore[assignment]
+    if probes:
+        record[c.PROBE_ACCURACY] = {task: round(p["accuracy"], 4) for task, p in probes.items()}
+        record[c.PROBE_STEP] = int(max(p["step"] for p in probes.values()))
     return json.dumps({k: v for k, v in record.items() if v is not None and v == v})  # v == v drops NaN
 
 

@@ -6,11 +6,12 @@
     reporter.start()
     reporter.step(StepReport(step=1, loss=..., ...))          # once per optimizer step, on every rank
     reporter.validation(step, loss, perplexity)                # once per evaluation
+    reporter.probe(step, result, seconds)                      # once per downstream probe task run (rank 0)
     reporter.checkpoint(step, uri, seconds)                    # once per checkpoint saved
     summary = reporter.finish(steps=..., tokens_seen=..., ...)  # builds the Summary, writes summary.json
 
-Every rank keeps the same record (losses are already all-reduced), so every rank returns the same Summary; only
-rank 0 (`is_main`) writes, prints and serves metrics.
+Every rank keeps the same record (losses are already all-reduced), so every rank returns the same Summary (but for
+the probes, which only rank 0 runs); only rank 0 (`is_main`) writes, prints and serves metrics.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pretrain_trainer.metrics import StepMetrics, TrainerMetrics
 from pretrain_trainer.report import LOG_FILE, SUMMARY_FILE
+
+if TYPE_CHECKING:
+    from pretrain_trainer.probe import ProbeResult
 
 log = logging.getLogger("pretrain_trainer.train")
 
@@ -48,6 +52,8 @@ class Summary:
     resumed_from: int | None = None
     preempted: bool = False
     losses: list[float] = field(default_factory=list)
+    probes: dict[str, dict[str, float]] = field(default_factory=dict)
+    """The last downstream probe per task (rank 0's): step, accuracy, low, high (the 95 % interval)."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,7 @@ class Reporter:
         self._losses: list[float] = []
         self._validation: tuple[float, float] | None = None
         self._checkpoint: tuple[int, str] | None = None
+        self._probes: dict[str, dict[str, float]] = {}
 
     def start(self) -> None:
         """Create the run folder and, on rank 0, serve /metrics."""
@@ -163,6 +170,15 @@ class Reporter:
         self.event({"event": "validation", "step": step, "loss": loss, "perplexity": perplexity})
         print(f"validation at step {step}: loss {loss:.4f} | perplexity {perplexity:.2f}", flush=True)
 
+    def probe(self, step: int, result: ProbeResult, seconds: float) -> None:
+        """A downstream probe of the model at `step` (`probe_runs.TrainingProbes`; rank 0's)."""
+        self._probes[result.task] = {"step": step, "accuracy": result.accuracy, "low": result.low, "high": result.high}
+        if not self.is_main:
+            return
+        self.metrics.observe_probe(step, result.task, result.accuracy, result.low, result.high)
+        self.event({"event": "probe", **asdict(result), "step": step, "seconds": round(seconds, 3)})
+        print(f"probe at step {step}: {result.format()} ({seconds:.1f} s)", flush=True)
+
     def checkpoint(self, step: int, uri: str, seconds: float) -> None:
         self._checkpoint = (step, uri)
         self.metrics.observe_checkpoint(step, seconds)
@@ -213,6 +229,7 @@ class Reporter:
             resumed_from=resumed_from,
             preempted=preempted,
             losses=list(self._losses),
+            probes=dict(self._probes),
         )
         if self.is_main:
             (self.run_dir / SUMMARY_FILE).write_text(json.dumps(asdict(summary), indent=1))

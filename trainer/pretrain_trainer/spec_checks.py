@@ -9,7 +9,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from pretrain_trainer.config import ARCHITECTURES, MlmSpec, PretrainJobSpec, uri_problem
+from pretrain_trainer.config import ARCHITECTURES, PROBE_TASKS, MlmSpec, PretrainJobSpec, uri_problem
 from pretrain_trainer.contract import METRICS_PORT, RENDEZVOUS_PORT
 from pretrain_trainer.pod_checks import image_problem, pod_problems
 from pretrain_trainer.spec_schema import Problem, yaml_name
@@ -30,6 +30,7 @@ def semantic_problems(spec: PretrainJobSpec, path: str = "spec") -> list[Problem
     if spec.checkpoint.resume_from and not spec.checkpoint.uri:
         out.append(Problem(f"{path}.checkpoint.resumeFrom", "needs checkpoint.uri, the checkpoints to resume from"))
     out += _runtime_problems(spec, path)
+    out += _probe_problems(spec, path)
     pod = pod_problems(spec.workers, f"{path}.workers")
     out += pod
     if problem := image_problem(spec.image, f"{path}.image"):
@@ -66,6 +67,16 @@ def _runtime_problems(spec: PretrainJobSpec, path: str) -> list[Problem]:
             )
         )
     return out
+
+
+def _probe_problems(spec: PretrainJobSpec, path: str) -> list[Problem]:
+    probes, field = spec.evaluation.probes, f"{path}.evaluation.probes"
+    unknown = [t for t in probes.tasks if t not in PROBE_TASKS]
+    if unknown:
+        return [Problem(f"{field}.tasks", f"unknown task {unknown!r}; the tasks are {', '.join(PROBE_TASKS)}")]
+    if probes.every_steps and not probes.tasks:
+        return [Problem(f"{field}.tasks", "empty, but everySteps asks for probes; name a task or set everySteps: 0")]
+    return []
 
 
 def _uri_problems(spec: PretrainJobSpec, path: str) -> list[Problem]:

@@ -40,6 +40,7 @@ from pretrain_trainer.objectives import build_objective
 from pretrain_trainer.objectives.base import ForwardOutput
 from pretrain_trainer.optim import build_optimizer, build_scheduler
 from pretrain_trainer.preflight import check_data, check_token_ids, model_config_problems
+from pretrain_trainer.probe_runs import TrainingProbes
 from pretrain_trainer.reporting import Reporter, StepReport, Summary
 from pretrain_trainer.resume import CheckpointSession, Progress, trainer_state
 from pretrain_trainer.storage import StorageOptions
@@ -120,6 +121,8 @@ class Trainer:
             peak_flops=peak_flops(self.device),
         )
         self.stop = StopFlag()
+        fsdp = self.spec.training.parallelism == "fsdp" and env.world_size > 1  # see probe_runs' module doc
+        self.probes = TrainingProbes(self.spec.evaluation.probes, self.tokenizer.tokenizer, env.is_main, fsdp)
 
     @property
     def metrics(self) -> TrainerMetrics:
@@ -340,6 +343,8 @@ class Trainer:
         step = progress.step
         if not preempted and not self._eval_due(step):
             self._evaluate(step)
+        if not preempted and self.probes.enabled and not self.probes.due(step):
+            self._probe(step)
         hf_export = None
         if not preempted and self.checkpoints is not None and self.spec.checkpoint.export_hf:
             hf_export = self.objective.export(self.checkpoints, step, self.model, self.spec.tokenizer.uri)
@@ -394,6 +399,9 @@ class Trainer:
                     watchdog.beat(progress.step)
                 if self._eval_due(progress.step):
                     self._evaluate(progress.step)
+                    watchdog.beat(progress.step)
+                if self.probes.due(progress.step):
+                    self._probe(progress.step)
                     watchdog.beat(progress.step)
             if self.checkpoints is not None and self.checkpoints.due(progress.step, final=True):
                 self._save(progress, loader)
@@ -463,6 +471,11 @@ class Trainer:
         result = self.evaluate()
         if result is not None:
             self.reporter.validation(step, *result)
+
+    def _probe(self, step: int) -> None:
+        target = self.objective.probe_target(self.raw_model)
+        for result, seconds in self.probes.run(target, self.device, self.autocast):
+            self.reporter.probe(step, result, seconds)
 
     def release(self) -> None:
         """Drop the wrapped model and optimizer while the process group still exists.

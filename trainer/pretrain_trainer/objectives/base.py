@@ -96,6 +96,11 @@ class Objective(ABC):
         """The training loss from part sums (tensors or floats) and global counts (an empty part counts 1)."""
         return sum(self.weights[part] * sums[part] / max(1.0, counts[part]) for part in self.weights)
 
+    def probe_target(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The part of the trained `model` (unwrapped) that a downstream probe reads: a Hugging Face model that
+        takes input_ids, attention_mask and output_hidden_states. The model itself by default."""
+        return model
+
     def export(self, manager: CheckpointManager, step: int, model: torch.nn.Module, tokenizer_uri: str) -> str:
         """Write the trained model(s) in Hugging Face format; returns the folder's URI. Call on every rank."""
         return manager.export_hf(step, model, tokenizer_uri)

@@ -175,6 +175,9 @@ class Distilled(Objective):
         out["teacher_forward_seconds"] = stats["teacher_seconds"]
         return out
 
+    def probe_target(self, model: torch.nn.Module) -> torch.nn.Module:
+        return self.inner.probe_target(model)
+
     def export(self, manager: CheckpointManager, step: int, model: torch.nn.Module, tokenizer_uri: str) -> str:
         return self.inner.export(manager, step, model, tokenizer_uri)
 

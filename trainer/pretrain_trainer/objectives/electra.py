@@ -176,5 +176,8 @@ class Electra(MaskedLM):
             "replaced_ratio": stats["replaced"] / tokens,
         }
 
+    def probe_target(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.discriminator  # what the export holds, and what downstream tasks fine-tune
+
     def export(self, manager: CheckpointManager, step: int, model: torch.nn.Module, tokenizer_uri: str) -> str:
         return manager.export_hf(step, model, tokenizer_uri, parts={"": "discriminator", GENERATOR_FOLDER: "generator"})
