@@ -7,7 +7,8 @@ from datetime import timedelta
 
 from pretrain_trainer.contract import PENDING, RESTARTING, RUNNING, SUCCEEDED, SUSPENDED
 
-from . import children
+from . import children, elastic_steps
+from .elastic import Bounds
 from .failure_steps import give_up
 from .planner import Plan, Planner, timestamp, tokens_after
 from .progress import PROGRESS, PROGRESS_TIME, estimate
@@ -21,6 +22,7 @@ def begin_attempt(p: Planner) -> None:
         p.attempt += 1
         p.st["attempt"] = p.attempt
         p.st.setdefault("startTime", timestamp(p.now))
+        elastic_steps.fresh_start(p)
         if p.old_phase == SUSPENDED:
             p.st["startTime"] = timestamp(p.now)  # as for batch Jobs: the active deadline counts from the resume
             p.transition(PENDING, "Resumed", "resumed; starting workers from the newest checkpoint")
@@ -35,7 +37,7 @@ def deadline_exceeded(p: Planner) -> Plan | None:
         return None
     left = (started + timedelta(seconds=limit) - p.now).total_seconds()
     done = sum(w.state == "succeeded" for w in p.workers if w.attempt == p.attempt)
-    if left > 0 or done == p.spec.workers.replicas:
+    if left > 0 or done == elastic_steps.gang_size(p):
         p.deadline_in = max(left, 0.0) or None
         return None
     message = f"active longer than spec.activeDeadlineSeconds ({limit} s since {p.st['startTime']}); workers stopped"
@@ -49,20 +51,6 @@ def old_pods_leaving(p: Planner) -> Plan | None:
     return p.stop_gang(stale) if stale else None
 
 
-def resized(p: Planner) -> Plan | None:
-    world = p.spec.workers.world_size
-    if not p.current or p.st.get("worldSize") in (None, world):
-        return None
-    p.st["attempt"] = p.attempt + 1
-    p.transition(
-        RESTARTING,
-        "Resized",
-        f"workers.replicas changed: restarting with world size {world} (was {p.st['worldSize']}); "
-        "the trainer resumes from the newest checkpoint at the exact next sample",
-    )
-    return p.stop_gang(p.current)
-
-
 def start_gang(p: Planner) -> Plan | None:
     """No pods of this attempt yet: create them once the backoff has passed."""
     if p.current:
@@ -71,16 +59,15 @@ def start_gang(p: Planner) -> Plan | None:
     if not_before and not_before > p.now:
         p.out.requeue_after = (not_before - p.now).total_seconds()
         return p.out
-    spec = p.spec
-    p.out.create += children.build_pods(p.ref, spec, p.attempt, p.settings.image)
-    p.st["worldSize"] = spec.workers.world_size
+    spec, size = p.spec, elastic_steps.desired_size(p)
+    p.out.create += children.build_pods(p.ref, spec, p.attempt, p.settings.image, size)
+    elastic_steps.started(p, size)
     p.st.pop("nextStartTime", None)
     p.st["workersReady"] = 0
     p.transition(
         RESTARTING if p.old_phase == RESTARTING else PENDING,
         "WorkersCreated",
-        f"created {spec.workers.replicas} worker pods × {spec.workers.procs_per_worker} processes "
-        f"(attempt {p.attempt})",
+        f"created {size} worker pods × {spec.workers.procs_per_worker} processes (attempt {p.attempt})",
     )
     p.out.requeue_after = p.settings.resync_s
     return p.out
@@ -103,27 +90,29 @@ def merge_progress(p: Planner) -> None:
 
 def succeeded(p: Planner) -> Plan | None:
     spec = p.spec
-    if sum(w.state == "succeeded" for w in p.current) != spec.workers.replicas:
+    if sum(w.state == "succeeded" for w in p.current) != elastic_steps.gang_size(p):
         return None
     p.st["step"] = spec.training.max_steps  # exit code 0 means every step ran
     p.st[PROGRESS] = 100.0
     p.st["tokensSeen"] = tokens_after(spec, p.st["step"])
     p.st["workersReady"] = 0
-    message = f"trained {spec.training.max_steps} steps with {spec.workers.world_size} processes"
+    message = f"trained {spec.training.max_steps} steps with {p.st['worldSize']} processes"
     return p.finish(SUCCEEDED, "Completed", message, p.current, spec.clean_pod_policy)
 
 
 def in_progress(p: Planner) -> Plan:
     """Running once every worker runs (or is done); until then, what the first waiting worker waits for."""
-    replicas = p.spec.workers.replicas
+    replicas = elastic_steps.gang_size(p)
     running = sum(w.state == "running" for w in p.current)
     done = sum(w.state == "succeeded" for w in p.current)
     p.st["workersReady"] = running
     if running + done == replicas:
+        bounds = Bounds.of(p.spec.workers)
+        elastic = f" (elastic: {bounds.fewest} to {bounds.most} workers)" if bounds.elastic else ""
         p.transition(
             RUNNING,
             "WorkersRunning",
-            f"{replicas} workers × {p.spec.workers.procs_per_worker} processes training (attempt {p.attempt})",
+            f"{replicas} workers × {p.spec.workers.procs_per_worker} processes training (attempt {p.attempt}){elastic}",
         )
     else:
         waiting = next((w for w in p.current if w.state == "pending" and w.message), None)

@@ -104,12 +104,13 @@ def accepted_spec_of(config_map: dict[str, Any]) -> dict[str, Any] | None:
     return spec if isinstance(spec, dict) else None
 
 
-def _env(job: JobRef, spec: PretrainJobSpec, index: int, attempt: int) -> list[dict[str, Any]]:
+def _env(job: JobRef, spec: PretrainJobSpec, index: int, attempt: int, nnodes: int) -> list[dict[str, Any]]:
     workers = spec.workers
     addr = naming.master_addr(job.name, job.namespace)
     plain = {
-        # torchrun reads its arguments from PET_* (static rendezvous on worker 0), as in Kubeflow's PyTorchJob.
-        c.PET_NNODES: workers.replicas,
+        # torchrun reads its arguments from PET_* (static rendezvous on worker 0), as in Kubeflow's PyTorchJob. The
+        # gang's size, which an elastic job's gang may have below workers.replicas: the world is nnodes × nproc.
+        c.PET_NNODES: nnodes,
         c.PET_NPROC_PER_NODE: workers.procs_per_worker,
         c.PET_NODE_RANK: index,
         c.PET_MASTER_ADDR: addr,
@@ -154,13 +155,16 @@ def pod_labels(job: JobRef, spec: PretrainJobSpec, index: int, attempt: int) -> 
     return labels
 
 
-def build_pod(job: JobRef, spec: PretrainJobSpec, index: int, attempt: int, image: str) -> dict[str, Any]:
-    """Worker pod `index` of gang `attempt`."""
+def build_pod(
+    job: JobRef, spec: PretrainJobSpec, index: int, attempt: int, image: str, nnodes: int | None = None
+) -> dict[str, Any]:
+    """Worker pod `index` of gang `attempt`, a gang of `nnodes` pods (default workers.replicas)."""
     workers = spec.workers
+    nnodes = workers.replicas if nnodes is None else nnodes
     name = naming.pod_name(job.name, index)
     annotations = dict(workers.annotations)
     if naming.KUEUE_QUEUE_LABEL in job.labels:
-        annotations[naming.KUEUE_COUNT_ANNOTATION] = str(workers.replicas)
+        annotations[naming.KUEUE_COUNT_ANNOTATION] = str(nnodes)
     ports = [{"name": naming.RENDEZVOUS_PORT_NAME, "containerPort": c.RENDEZVOUS_PORT}]
     if spec.metrics.port:
         ports.append({"name": naming.METRICS_PORT_NAME, "containerPort": spec.metrics.port})
@@ -168,7 +172,7 @@ def build_pod(job: JobRef, spec: PretrainJobSpec, index: int, attempt: int, imag
         "name": "trainer",
         "image": spec.image or image,
         "command": ["pretrainjob", "worker", "--config", f"{naming.CONFIG_DIR}/{naming.CONFIG_FILE}"],
-        "env": _env(job, spec, index, attempt),
+        "env": _env(job, spec, index, attempt, nnodes),
         "ports": ports,
         "resources": dict(workers.resources),
         "volumeMounts": [
@@ -215,5 +219,36 @@ def build_pod(job: JobRef, spec: PretrainJobSpec, index: int, attempt: int, imag
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
 
 
-def build_pods(job: JobRef, spec: PretrainJobSpec, attempt: int, image: str) -> list[dict[str, Any]]:
-    return [build_pod(job, spec, i, attempt, image) for i in range(spec.workers.replicas)]
+def build_pods(
+    job: JobRef, spec: PretrainJobSpec, attempt: int, image: str, nnodes: int | None = None
+) -> list[dict[str, Any]]:
+    """The gang of attempt `attempt`: `nnodes` worker pods (default workers.replicas)."""
+    nnodes = spec.workers.replicas if nnodes is None else nnodes
+    return [build_pod(job, spec, i, attempt, image, nnodes) for i in range(nnodes)]
+
+
+def build_spare_pod(job: JobRef, spec: PretrainJobSpec, index: int, attempt: int, image: str) -> dict[str, Any]:
+    """A place held for worker `index` of an elastic job that runs below workers.replicas: scheduled like a worker
+    (its resources, node selector, tolerations, affinity, priority and labels) but running only a sleep, so that
+    the scheduler placing it says there is room for one more worker (and the node pulls the image meanwhile). It
+    is deleted at once (no grace period) when the gang grows or no longer waits for capacity."""
+    worker = build_pod(job, spec, index, attempt, image)
+    meta, pod_spec = worker["metadata"], worker["spec"]
+    meta["name"] = naming.spare_pod_name(job.name, index)
+    meta["labels"] = {
+        **spec.workers.labels,
+        **naming.common_labels(job.name, naming.SPARE_COMPONENT),
+        naming.INDEX_LABEL: str(index),
+        naming.ATTEMPT_LABEL: str(attempt),
+    }
+    meta.pop("annotations", None)
+    keep = ("image", "resources", "securityContext")
+    container = {
+        "name": "spare",
+        "command": ["sleep", "infinity"],
+        **{k: worker["spec"]["containers"][0][k] for k in keep},
+    }
+    pod_spec.update(containers=[container], volumes=[], terminationGracePeriodSeconds=0)
+    for key in ("hostname", "subdomain"):
+        pod_spec.pop(key, None)
+    return worker

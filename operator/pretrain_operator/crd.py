@@ -141,6 +141,20 @@ STATUS_FIELDS: dict[str, dict[str, Any]] = {
     },
     "nextStartTime": {"type": "string", "format": "date-time", "description": "When a restart's backoff ends."},
     "worldSize": {"type": "integer", "description": "Trainer processes of the current attempt."},
+    "replicas": {
+        "type": "integer",
+        "description": "Worker pods of the current gang: workers.replicas, or fewer for an elastic job short of "
+        "capacity.",
+    },
+    "desiredReplicas": {
+        "type": "integer",
+        "description": "Worker pods the operator is bringing the gang to: replicas, except during a resize.",
+    },
+    "lastResizeTime": {
+        "type": "string",
+        "format": "date-time",
+        "description": "When the gang last changed size; growing waits workers.scaleUpCooldownSeconds after it.",
+    },
     "workersReady": {"type": "integer", "description": "Worker pods running."},
     "step": {"type": "integer", "description": "Last optimizer step rank 0 reported."},
     "maxSteps": {"type": "integer", "description": "training.maxSteps."},
@@ -177,7 +191,8 @@ PRINTER_COLUMNS = [
     {"name": "Tokens/s", "type": "number", "jsonPath": ".status.tokensPerSecond"},
     {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts"},
     {"name": "Preemptions", "type": "integer", "jsonPath": ".status.preemptions", "priority": 1},
-    {"name": "Workers", "type": "integer", "jsonPath": ".spec.workers.replicas", "priority": 1},
+    {"name": "Workers", "type": "integer", "jsonPath": ".status.replicas", "description": "Worker pods now."},
+    {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas", "priority": 1},
     {"name": "Checkpoint", "type": "integer", "jsonPath": ".status.lastCheckpoint", "priority": 1},
     {"name": "Reported", "type": "date", "jsonPath": ".status.progressTime", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

@@ -66,7 +66,6 @@ class Decision:
     reason: str = ""  # ScaledDown | ScaledUp when `size` differs from the current size; else ""
     message: str = ""  # why: for the event and the status message
     spares: int = 0  # spare pods to hold (capacity probes for indices size..size+spares-1)
-    recheck_in: float | None = None  # seconds until this decision may change without a pod event
 
 
 def restart_size(bounds: Bounds, size: int, gang: Sequence[Worker]) -> Decision:
@@ -115,7 +114,7 @@ def _shrink(bounds: Bounds, seen: Observed) -> Decision | None:
     if target >= size:  # already at the fewest: wait for the scheduler, as any gang does
         return Decision(size)
     if waited < bounds.scale_down_after_s:
-        return Decision(size, recheck_in=bounds.scale_down_after_s - waited)
+        return Decision(size)
     return Decision(
         target,
         SCALED_DOWN,
@@ -133,7 +132,7 @@ def _grow(bounds: Bounds, seen: Observed) -> Decision | None:
         return None
     waited = (seen.now - seen.last_resize).total_seconds() if seen.last_resize is not None else bounds.cooldown_s
     if waited < bounds.cooldown_s:
-        return Decision(size, recheck_in=bounds.cooldown_s - waited)
+        return Decision(size)
     placed = sum(s.state == "running" and s.index >= size for s in seen.spares)
     if not placed:
         return Decision(size, spares=bounds.most - size)

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from pretrain_trainer.contract import ERROR, FAILED, RESTARTING, pod_name
 
+from . import elastic_steps
 from .planner import Plan, Planner, timestamp
 from .workers import Worker
 
@@ -26,7 +27,7 @@ def _failures(p: Planner) -> list[Worker]:
             reason="WorkerLost",
             message=f"{pod_name(p.ref.name, i)} disappeared (deleted, or its node was lost)",
         )
-        for i in range(p.spec.workers.replicas)
+        for i in range(elastic_steps.gang_size(p))
         if i not in present
     ]
 
@@ -58,6 +59,7 @@ def _restart_after_preemption(p: Planner, cause: Worker) -> Plan | None:
     if 0 <= limit <= preemptions:
         return None
     preemptions += 1
+    elastic_steps.after_preemption(p)
     delay = min(p.settings.backoff_base_s, p.settings.backoff_max_s)
     p.st["preemptions"], p.st["attempt"] = preemptions, p.attempt + 1
     p.st["nextStartTime"] = timestamp(p.now + timedelta(seconds=delay))

@@ -124,7 +124,8 @@ class Runtime:
     async def _progress(self, name: str, pods: list[dict[str, Any]], now: datetime) -> dict[str, Any] | None:
         """Rank 0's progress, from the port its pod declares: the one it serves, built from the spec in effect
         (a refused edit of spec.metrics.port does not move it)."""
-        workers = (read_worker(pod, now, self.config.lifecycle.stuck_grace_s) for pod in pods)
+        grace = self.config.lifecycle.stuck_grace_s
+        workers = (read_worker(pod, now, grace) for pod in pods if not naming.is_spare(pod))
         rank0 = next((w for w in workers if w.index == 0 and w.state == "running"), None)
         if rank0 is None or not rank0.pod_ip or not rank0.metrics_port:
             return None

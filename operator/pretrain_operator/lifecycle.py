@@ -15,11 +15,15 @@ pods are deleted and, once they are gone and the backoff has passed, a new attem
 resumes from its newest complete checkpoint. Pods keep stable names (their hostnames), so a new attempt waits
 for the old pods to be gone.
 
+Elastic jobs (workers.minReplicas below replicas) resize the gang the same way, as a restart on another number
+of pods: elastic.py decides the size, elastic_steps.py applies it and holds the spare pods that find capacity.
+
 `plan` is a chain of small steps, in this order; the first that settles the plan ends it: finished (clean-up,
-TTL) → invalid spec (admission) → children → suspended → deadline exceeded → old pods leaving → resized → gang
-start (after the backoff) → a worker failed (not retried, restart, or no restarts left) → succeeded → in progress.
-The steps live in gate_steps.py (up to suspended), attempt_steps.py (one attempt) and failure_steps.py (a worker
-failed); the types and the Planner they share in planner.py.
+TTL) → invalid spec (admission) → children → suspended → deadline exceeded → old pods leaving → out of the
+size range (an edit) → gang start (after the backoff) → a worker failed (not retried, restart, or no restarts
+left) → elastic resize → succeeded → in progress; then the spare pods are settled, whatever step ended the plan.
+The steps live in gate_steps.py (up to suspended), attempt_steps.py (one attempt), failure_steps.py (a worker
+failed) and elastic_steps.py (the gang's size); the types and the Planner they share in planner.py.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import Any
 from pretrain_trainer.contract import FAILED
 from pretrain_trainer.errors import redact_url
 
-from . import attempt_steps, failure_steps, gate_steps
+from . import attempt_steps, elastic_steps, failure_steps, gate_steps
 from .conditions import set_condition
 from .planner import Event, Plan, Planner, Settings, timestamp, tokens_after
 
@@ -57,6 +61,7 @@ def plan(
         p = Planner(job, pods, now, settings)
         p.config_map, p.service, p.progress = config_map, service, progress
         out = _steps(p)
+        elastic_steps.settle_spares(p, out)
         if p.deadline_in is not None:  # look again when the deadline passes
             out.requeue_after = min(out.requeue_after or p.deadline_in, p.deadline_in)
         return out
@@ -75,10 +80,11 @@ def _steps(p: Planner) -> Plan:
         or attempt_steps.begin_attempt(p)
         or attempt_steps.deadline_exceeded(p)
         or attempt_steps.old_pods_leaving(p)
-        or attempt_steps.resized(p)
+        or elastic_steps.out_of_bounds(p)
         or attempt_steps.start_gang(p)
         or attempt_steps.merge_progress(p)
         or failure_steps.worker_failed(p)
+        or elastic_steps.rescale(p)
         or attempt_steps.succeeded(p)
         or attempt_steps.in_progress(p)
     )

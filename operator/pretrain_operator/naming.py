@@ -4,9 +4,12 @@ names, which the trainer's name check knows too, come from `pretrain_trainer.con
 <job>                      headless Service (the pods' DNS subdomain)
 <job>-config               ConfigMap with the trainer's job.yaml
 <job>-worker-<i>           worker Pod i, hostname <job>-worker-<i>.<job>.<namespace>.svc
+<job>-spare-<i>            spare Pod i of an elastic job: a place held for worker i while it waits for capacity
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from pretrain_trainer.contract import API_GROUP, pod_name
 
@@ -28,6 +31,19 @@ CONFIG_FILE = "job.yaml"
 TERMINATION_LOG = "/dev/termination-log"
 RUN_DIR = "/tmp/run"
 DATA_CACHE_DIR = "/cache/data"  # the node-local block cache the ranks of a pod share (spec.data.cacheMib)
+
+
+SPARE_COMPONENT = "spare"  # app.kubernetes.io/component of spare pods (workers: "worker")
+COMPONENT_LABEL = "app.kubernetes.io/component"
+
+
+def spare_pod_name(job: str, index: int) -> str:
+    """Spare pod `index` of `job` (no longer than worker pod `index`'s name, so always a valid name)."""
+    return f"{job}-spare-{index}"
+
+
+def is_spare(pod: dict[str, Any]) -> bool:
+    return ((pod.get("metadata") or {}).get("labels") or {}).get(COMPONENT_LABEL) == SPARE_COMPONENT
 
 
 def service_name(job: str) -> str:
@@ -52,7 +68,7 @@ def common_labels(job: str, component: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "pretrain-worker" if component == "worker" else "pretrainjob",
         "app.kubernetes.io/instance": job,
-        "app.kubernetes.io/component": component,
+        COMPONENT_LABEL: component,
         MANAGED_BY_LABEL: MANAGED_BY,
         JOB_LABEL: job,
     }

@@ -16,6 +16,7 @@ from pretrain_trainer.contract import FAILED, PENDING, PHASES, PROGRESS_KEYS, RE
 
 from . import children
 from .conditions import get_condition, set_condition
+from .naming import is_spare
 from .policy import Policy
 from .progress import ESTIMATED_COMPLETION_TIME
 from .workers import Worker, read_worker
@@ -69,6 +70,10 @@ def timestamp(now: datetime) -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _by_name(read: tuple[Worker, bool]) -> str:
+    return read[0].name
+
+
 class Planner:
     """One reconcile's observations, the plan being built, and what earlier steps found (the spec, the attempt)."""
 
@@ -83,7 +88,10 @@ class Planner:
         self.generation = job["metadata"].get("generation")
         self.old_phase = (job.get("status") or {}).get("phase")
         self.out = Plan(status={k: v for k, v in (job.get("status") or {}).items() if k != "kopf"})
-        self.workers = sorted((read_worker(pod, now, settings.stuck_grace_s) for pod in pods), key=lambda w: w.name)
+        read = sorted(((read_worker(pod, now, settings.stuck_grace_s), is_spare(pod)) for pod in pods), key=_by_name)
+        self.workers = [w for w, spare in read if not spare]
+        self.spares = [w for w, spare in read if spare]  # an elastic job's places held for growing (elastic_steps)
+        self.spare_indices: range = range(0)  # the spare pods this plan holds, set by elastic_steps.rescale
         self._spec: PretrainJobSpec | None = None  # set by gate_steps.invalid_spec
         self.attempt = 0  # set by attempt_steps.begin_attempt
         self.current: list[Worker] = []  # this attempt's workers, set by attempt_steps.old_pods_leaving

@@ -218,10 +218,10 @@ def test_status_is_a_subresource(built):
     assert conditions["items"]["required"] == ["type", "status"]
 
 
-def test_printer_columns_show_phase_step_progress_eta_loss_throughput_restarts_and_age(built):
+def test_printer_columns_show_phase_step_progress_eta_loss_throughput_restarts_workers_and_age(built):
     columns = built["spec"]["versions"][0]["additionalPrinterColumns"]
     default_view = [c["name"] for c in columns if not c.get("priority")]
-    assert default_view == ["Phase", "Step", "Progress", "ETA", "Loss", "Tokens/s", "Restarts", "Age"]
+    assert default_view == ["Phase", "Step", "Progress", "ETA", "Loss", "Tokens/s", "Restarts", "Workers", "Age"]
     by_name = {c["name"]: c for c in columns}
     assert by_name["Phase"]["jsonPath"] == ".status.phase"
     assert by_name["Step"]["jsonPath"] == ".status.step"
@@ -232,6 +232,9 @@ def test_printer_columns_show_phase_step_progress_eta_loss_throughput_restarts_a
     assert by_name["Progress"]["jsonPath"] == ".status.progress"
     # An absolute time: a "date" column prints a future time as <invalid> (kubectl shows only ages).
     assert by_name["ETA"] == {"name": "ETA", "type": "string", "jsonPath": ".status.estimatedCompletionTime"}
+    # Elastic jobs: the gang's size now, and (-o wide) the size a resize is bringing it to.
+    assert by_name["Workers"]["jsonPath"] == ".status.replicas"
+    assert (by_name["Desired"]["jsonPath"], by_name["Desired"]["priority"]) == (".status.desiredReplicas", 1)
     # -o wide: how long ago rank 0 last reported progress.
     assert by_name["Reported"] == {
         "name": "Reported",

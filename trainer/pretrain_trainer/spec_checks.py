@@ -219,10 +219,14 @@ def _elastic_batch_problems(spec: PretrainJobSpec, path: str, samples: int, unit
     bad = [n for n in sizes if samples % (t.micro_batch_size * w.procs_per_worker * n)]
     if not bad:
         return []
-    need = math.lcm(*(t.micro_batch_size * w.procs_per_worker * n for n in sizes))
+    need = 1
+    for n in sizes:  # the batch that fits every size, unless it is absurdly large (a wide range of sizes)
+        need = math.lcm(need, t.micro_batch_size * w.procs_per_worker * n)
+        if need > 10**9:
+            break
     shown = ", ".join(map(str, bad[:5])) + (", …" if len(bad) > 5 else "")
     fix = f"use a multiple of {need} samples" + (f" ({need * unit} tokens)" if unit > 1 else "") + ", or "
-    fix = fix if need <= 10**9 else ""  # a range of hundreds of sizes: no batch fits them all
+    fix = fix if need <= 10**9 else ""
     return [
         Problem(
             f"{path}.training.{which}",
