@@ -35,6 +35,34 @@ TINY_BERT = {
     "attention_probs_dropout_prob": 0.0,
 }
 
+TINY_T5 = {
+    "d_model": 32,
+    "d_ff": 64,
+    "d_kv": 8,
+    "num_layers": 2,
+    "num_decoder_layers": 2,
+    "num_heads": 4,
+    "dropout_rate": 0.0,
+}
+TINY_BART = {
+    "d_model": 32,
+    "encoder_layers": 2,
+    "decoder_layers": 2,
+    "encoder_attention_heads": 4,
+    "decoder_attention_heads": 4,
+    "encoder_ffn_dim": 64,
+    "decoder_ffn_dim": 64,
+    "max_position_embeddings": 64,
+    "dropout": 0.0,
+}
+TINY_MODELS = {
+    "clm": ("gpt2", TINY_GPT),
+    "mlm": ("bert", TINY_BERT),
+    "span-corruption": ("t5", TINY_T5),
+    "denoising": ("bart", TINY_BART),
+}
+"""objective.type → the tiny model `write_job` trains with it (any other type: BERT's)."""
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -73,10 +101,7 @@ def write_job(path: Path, name: str, dataset: Dataset, endpoint: str, kind: str 
     base = {
         "tokenizer": {"uri": dataset.tokenizer},
         "data": {"train": dataset.train, "validation": dataset.validation, "sequenceLength": 32, "seed": 5},
-        "model": {
-            "architecture": "gpt2" if kind == "clm" else "bert",
-            "config": TINY_GPT if kind == "clm" else TINY_BERT,
-        },
+        "model": dict(zip(("architecture", "config"), TINY_MODELS.get(kind, TINY_MODELS["mlm"]), strict=True)),
         "objective": {"type": kind},
         "optimizer": {"lr": 1e-2, "warmupSteps": 2, "weightDecay": 0.01},
         "training": {

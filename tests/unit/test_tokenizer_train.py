@@ -96,3 +96,32 @@ def test_the_loaded_tokenizer_resolves_the_roles_that_the_model_and_the_objectiv
     roles = TokenRoles.from_tokenizer(loaded.tokenizer)
     assert roles.pad_id == ids["pad"] is not None
     assert (roles.mask_id is not None) == (objective == "mlm")
+
+
+@pytest.mark.parametrize("model", ["bpe", "wordpiece"])
+def test_a_span_corruption_tokenizer_has_t5s_sentinels_that_no_text_ever_encodes_to(tmp_path, model):
+    spec = TokenizerTrainingSpec(model=model, vocab_size=1000, objective="span-corruption", sentinels=40)
+    save_tokenizer(trained(spec), spec, str(tmp_path))
+    loaded = load_tokenizer(str(tmp_path))
+    roles = TokenRoles.from_tokenizer(loaded.tokenizer, eos_id=loaded.eos_id)
+    vocab = loaded.tokenizer.get_vocab(with_added_tokens=True)
+    assert [vocab[f"<extra_id_{i}>"] for i in range(40)] == list(roles.sentinel_ids)
+    assert "<extra_id_40>" not in vocab
+    assert loaded.eos_token == "</s>" and roles.pad_id == vocab["<pad>"] == 0
+    assert set(roles.sentinel_ids) <= roles.special_ids
+    sentinels = set(roles.sentinel_ids)
+    for enc in loaded.tokenizer.encode_batch(list(bundled_texts()), add_special_tokens=False):
+        assert not sentinels & set(enc.ids)
+    auto = AutoTokenizer.from_pretrained(str(tmp_path))
+    assert auto.eos_token == "</s>" and "<extra_id_0>" in auto.all_special_tokens
+    assert auto("ett test")["input_ids"][-1] == vocab["</s>"], "T5 ends an encoded text with </s>"
+
+
+def test_a_denoising_tokenizer_has_barts_roles():
+    spec = TokenizerTrainingSpec(model="bpe", vocab_size=1000, objective="denoising")
+    tok = trained(spec)
+    roles = TokenRoles.from_tokenizer(tok)
+    assert roles.mask_id == tok.token_to_id("<mask>") and roles.eos_id == tok.token_to_id("</s>")
+    assert roles.sentinel_ids == ()
+    assert tok.encode("ett test").tokens[0] == "<s>" and tok.encode("ett test").tokens[-1] == "</s>"
+    assert roles.sentence_end[tok.token_to_id(".")] and not roles.sentence_end[tok.token_to_id("</s>")]

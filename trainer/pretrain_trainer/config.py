@@ -53,8 +53,9 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     # RoBERTa reserves two positions for its padding offset.
     "roberta": {"kind": "encoder", "positions_key": "max_position_embeddings", "positions": 514, "offset": 2},
     "electra": {"kind": "encoder", "positions_key": "max_position_embeddings", "positions": 512},
-    # Encoder–decoders; `decoder_start`: the special token the decoder starts from (T5: pad, BART: eos).
-    "t5": {"kind": "encoder-decoder", "positions_key": "n_positions", "positions": 512, "decoder_start": "pad"},
+    # Encoder–decoders; `decoder_start`: the special token the decoder starts from (T5: pad, BART: eos). T5's
+    # relative position buckets have no length limit.
+    "t5": {"kind": "encoder-decoder", "decoder_start": "pad"},
     "bart": {
         "kind": "encoder-decoder",
         "positions_key": "max_position_embeddings",

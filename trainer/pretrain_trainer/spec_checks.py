@@ -153,6 +153,8 @@ def _model_problems(spec: PretrainJobSpec, path: str) -> list[Problem]:
         out.append(Problem(f"{path}.model.from", "only for init: pretrained; remove it or set init: pretrained"))
     if spec.model.extend_vocab and spec.model.init != "pretrained":
         out.append(Problem(f"{path}.model.extendVocab", "only for init: pretrained"))
+    if "positions_key" not in arch:  # no position limit (T5)
+        return out
     configured = spec.model.config.get(arch["positions_key"], arch["positions"])
     if not isinstance(configured, int) or isinstance(configured, bool) or configured < 1:
         out.append(

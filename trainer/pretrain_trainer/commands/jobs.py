@@ -21,6 +21,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         try:
             for job in load_jobs(path):
                 _check_with_trainer(job.spec, path)
+                _check_tokenizer(job.spec, path)
         except ConfigError as err:
             failed += 1
             print(err)
@@ -52,14 +53,41 @@ def _check_with_trainer(spec: PretrainJobSpec, path: str) -> None:
         raise ConfigError(problems, path)
 
 
+def _check_tokenizer(spec: PretrainJobSpec, path: str) -> None:
+    """A local tokenizer.uri against the objective (a mask token for masked LM, enough sentinels for span
+    corruption); object-store URIs are not read (validate stays offline), nor anything without torch."""
+    from pretrain_trainer.config import ConfigError, Problem
+
+    uri = spec.tokenizer.uri.removeprefix("file://")
+    if "://" in uri:
+        return
+    local = Path(uri) if uri.endswith(".json") else Path(uri) / "tokenizer.json"
+    if not local.is_file():
+        return
+    try:
+        from pretrain_trainer.objectives import build_objective
+        from pretrain_trainer.token_roles import TokenRoles
+        from pretrain_trainer.tokenizer.load import load_tokenizer
+    except ImportError:
+        return
+    try:
+        tok = load_tokenizer(str(local))
+        build_objective(spec, TokenRoles.from_tokenizer(tok.tokenizer, eos_id=tok.eos_id))
+    except ValueError as err:
+        field, _, message = str(err).partition(": ")
+        where = field if field.startswith("spec.") else "spec.tokenizer.uri"
+        raise ConfigError([Problem(where, message if where == field else str(err))], path) from None
+
+
 def add_validate(tree: CommandTree) -> None:
     validate = tree.add(
         "validate",
         cmd_validate,
         help="check PretrainJob manifests offline (for GitOps pipelines)",
         description="Check each manifest with the trainer's schema and semantic checks, model.config against "
-        "the architecture, and a distillation teacher's vocabulary against the job's tokenizer where both can be "
-        "read. Prints one line per problem (file: field path: message) and exits 1 if any file is invalid.",
+        "the architecture, a distillation teacher's vocabulary against the job's tokenizer where both can be "
+        "read, and a local tokenizer against the objective (its mask token, its sentinels). Prints one line per "
+        "problem (file: field path: message) and exits 1 if any file is invalid.",
     )
     validate.add_argument("files", nargs="+", metavar="FILE", help="PretrainJob manifests (or bare specs)")
 

@@ -32,6 +32,7 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
         lowercase=args.lowercase,
         strip_accents=args.strip_accents,
         min_frequency=args.min_frequency,
+        sentinels=args.sentinels,
     )
     if args.sample_bytes is not None:
         from pretrain_trainer.data.sample import sampled_documents
@@ -72,7 +73,15 @@ def add_tokenizer_train(tree: CommandTree) -> None:
         "--objective",
         default=spec_default("objective"),
         choices=OBJECTIVES,
-        help="which special tokens to add: clm <|endoftext|>, mlm [CLS] [SEP] [MASK] ... (default: %(default)s)",
+        help="which special tokens to add: clm <|endoftext|>, mlm [CLS] [SEP] [MASK] ..., span-corruption </s> "
+        "<pad> and the sentinels <extra_id_0> ... (T5), denoising <s> </s> <mask> ... (BART) (default: %(default)s)",
+    )
+    train.add_argument(
+        "--sentinels",
+        type=int,
+        default=spec_default("sentinels"),
+        help="span-corruption: how many sentinel tokens to add; a sample has up to about sequenceLength × 1.1 × "
+        "noiseDensity / meanNoiseSpanLength noise spans (default: %(default)s, as T5)",
     )
     train.add_argument(
         "--normalization",

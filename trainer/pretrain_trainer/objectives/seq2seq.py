@@ -76,10 +76,11 @@ class Seq2Seq(Objective):
         special = {**special, "decoder_start": self.decoder_start}
         model, info = build_model(self.spec.model, AutoModelForSeq2SeqLM, tokenizer, special, options)
         # A checkpoint brings its own conventions: decode from its start token.
-        if model.config.decoder_start_token_id is not None:
-            self.decoder_start = int(model.config.decoder_start_token_id)
-        if model.config.pad_token_id is not None:
-            self.pad = int(model.config.pad_token_id)
+        start, pad = (getattr(model.config, k, None) for k in ("decoder_start_token_id", "pad_token_id"))
+        if start is not None:
+            self.decoder_start = int(start)
+        if pad is not None:
+            self.pad = int(pad)
         return model, info
 
     def flops_per_token(self, model: torch.nn.Module, info: ModelInfo, sequence_length: int) -> float:

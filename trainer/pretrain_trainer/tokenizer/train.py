@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from pretrain_trainer.storage import StorageOptions, open_store, split_uri
+from pretrain_trainer.tokenizer.load import SENTINEL_FORMAT
 
 MODELS = ("bpe", "wordpiece", "unigram")
-OBJECTIVES = ("clm", "mlm")
+OBJECTIVES = ("clm", "mlm", "span-corruption", "denoising")
+T5_SENTINELS = 100
+"""T5's number of sentinel tokens (<extra_id_0> ... <extra_id_99>)."""
 NORMALIZATIONS = ("none", "nfc", "nfkc")
 
 
@@ -34,17 +37,25 @@ class SpecialTokens:
     cls: str | None = None
     sep: str | None = None
     mask: str | None = None
+    sentinels: int = 0
+    """How many of T5's sentinels <extra_id_0>, <extra_id_1>, ... (span corruption)."""
 
     def all(self) -> list[str]:
         """Every special token once, in a stable order (ids 0..n-1 in the trained vocabulary)."""
-        ordered = [self.pad, self.unk, self.bos, self.eos, self.cls, self.sep, self.mask]
+        ordered = [self.pad, self.unk, self.bos, self.eos, self.cls, self.sep, self.mask, *self.sentinel_tokens()]
         return list(dict.fromkeys(t for t in ordered if t is not None))
+
+    def sentinel_tokens(self) -> list[str]:
+        return [SENTINEL_FORMAT.format(i) for i in range(self.sentinels)]
 
 
 # CLM: GPT-2's single document separator; MLM: BERT's roles, so BERT- and RoBERTa-style models find them.
 SPECIAL_TOKENS = {
     "clm": SpecialTokens(eos="<|endoftext|>", bos="<|endoftext|>", pad="<|pad|>", unk="<|unk|>"),
     "mlm": SpecialTokens(eos="[SEP]", pad="[PAD]", unk="[UNK]", cls="[CLS]", sep="[SEP]", mask="[MASK]"),
+    # T5's and BART's spellings, so their transformers classes and generation defaults find them.
+    "span-corruption": SpecialTokens(eos="</s>", pad="<pad>", unk="<unk>", sentinels=T5_SENTINELS),
+    "denoising": SpecialTokens(eos="</s>", bos="<s>", pad="<pad>", unk="<unk>", mask="<mask>"),
 }
 
 
@@ -57,7 +68,11 @@ class TokenizerTrainingSpec:
     vocab_size: int = 32000
     """Size of the vocabulary, special tokens included."""
     objective: str = "clm"
-    """clm adds <|endoftext|>/<|pad|>; mlm adds [PAD] [UNK] [CLS] [SEP] [MASK] and a [CLS] $A [SEP] template."""
+    """clm adds <|endoftext|>/<|pad|>; mlm adds [PAD] [UNK] [CLS] [SEP] [MASK] and a [CLS] $A [SEP] template;
+    span-corruption adds <pad> <unk> </s> and the sentinels <extra_id_0> ... (T5); denoising adds <s> <pad> </s>
+    <unk> <mask> (BART)."""
+    sentinels: int = T5_SENTINELS
+    """span-corruption only: how many sentinel tokens to add (one per noise span of a sample)."""
     normalization: str = "nfc"
     """Unicode normal form applied before tokenizing: none, nfc or nfkc (nfkc folds e.g. ligatures and full-width
     letters, which breaks exact round trips)."""
@@ -83,10 +98,13 @@ class TokenizerTrainingSpec:
             )
         if self.min_frequency < 1:
             raise ValueError(f"min_frequency: must be at least 1, got {self.min_frequency}")
+        if self.sentinels < 1:
+            raise ValueError(f"sentinels: must be at least 1, got {self.sentinels}")
 
     @property
     def special_tokens(self) -> SpecialTokens:
-        return SPECIAL_TOKENS[self.objective]
+        special = SPECIAL_TOKENS[self.objective]
+        return replace(special, sentinels=self.sentinels) if special.sentinels else special
 
 
 def build_normalizer(spec: TokenizerTrainingSpec) -> normalizers.Normalizer | None:
@@ -161,6 +179,15 @@ def _with_post_processor(tok: Tokenizer, spec: TokenizerTrainingSpec) -> None:
             pair=f"{special.cls} $A {special.sep} $B:1 {special.sep}:1",
             special_tokens=[(special.cls, cls_id), (special.sep, sep_id)],
         )
+    elif spec.objective in ("span-corruption", "denoising"):
+        # T5 ends an encoded text with </s>, BART wraps it in <s> ... </s> (as their own tokenizers do).
+        ends = [special.bos] if special.bos else []
+        template = processors.TemplateProcessing(
+            single=" ".join([*ends, "$A", special.eos]),
+            special_tokens=[(t, tok.token_to_id(t)) for t in [*ends, special.eos]],
+        )
+        byte_level = [processors.ByteLevel(trim_offsets=False)] if spec.model == "bpe" else []
+        tok.post_processor = processors.Sequence([*byte_level, template]) if byte_level else template
     elif spec.model == "bpe":
         # Keep offsets right for byte-level BPE; adds no tokens.
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
@@ -191,6 +218,8 @@ def transformers_config(spec: TokenizerTrainingSpec, model_max_length: int = 1_0
         "mask_token": special.mask,
     }
     config: dict[str, object] = {k: v for k, v in roles.items() if v is not None}
+    if special.sentinels:
+        config["additional_special_tokens"] = special.sentinel_tokens()
     config["tokenizer_class"] = "PreTrainedTokenizerFast"
     config["model_max_length"] = model_max_length
     config["clean_up_tokenization_spaces"] = False
