@@ -16,7 +16,16 @@ from pretrain_trainer.cli import main
 from pretrain_trainer.config import ConfigError, parse_spec
 from pretrain_trainer.contract import PROGRESS_KEYS
 from pretrain_trainer.metrics import TrainerMetrics
-from pretrain_trainer.probe import language_examples, probe_model, wilson_interval
+from pretrain_trainer.probe import (
+    MAX_TOKENS,
+    FineTuning,
+    encode,
+    fine_tune,
+    language_examples,
+    probe_items,
+    probe_model,
+    wilson_interval,
+)
 from pretrain_trainer.probe_runs import TrainingProbes
 from pretrain_trainer.report import format_summary, read_log, termination_record
 from pretrain_trainer.reporting import Reporter
@@ -120,3 +129,68 @@ def test_probes_are_off_by_default_and_other_ranks_report_nothing():
         parse_spec({**PROBE_JOB, "evaluation": {"probes": {"everySteps": 1, "tasks": []}}})
     on = parse_spec({**PROBE_JOB, "evaluation": {"probes": {"everySteps": 1}}}).evaluation.probes
     assert list(TrainingProbes(on, tok, False, False).run(torch.nn.Identity(), torch.device("cpu"), None)) == []
+
+
+def test_token_language_tests_one_ordinary_token_per_line_and_trains_on_every_ordinary_token():
+    tok = trained(SPEC)
+    train_lines, test_lines = language_examples()
+    labels = sorted({lang for _, lang in train_lines + test_lines})
+    test_enc = encode(tok, [t for t, _ in test_lines], MAX_TOKENS)
+    test = probe_items("token-language", test_lines, test_enc, labels, train=False)
+    assert [item.line for item in test] == list(range(len(test_lines)))  # every test line, once
+    assert all(not test_enc[i.line][1][i.position] and i.label == labels.index(test_lines[i.line][1]) for i in test)
+    assert len({i.position for i in test}) > 10  # the position follows the line, not a constant
+    assert probe_items("token-language", test_lines, test_enc, labels, train=False) == test
+    train_enc = encode(tok, [t for t, _ in train_lines[:20]], MAX_TOKENS)
+    train = probe_items("token-language", train_lines[:20], train_enc, labels, train=True)
+    assert [(i.line, i.position) for i in train] == [
+        (n, p) for n, (_, special) in enumerate(train_enc) for p, s in enumerate(special) if not s
+    ]
+    assert any(any(special) for _, special in train_enc)  # the tokenizer adds special tokens, which are left out
+
+
+def test_token_language_random_features_beat_chance_and_constant_ones_not_the_majority():
+    tok = trained(SPEC)
+    model = tiny_bert(tok.get_vocab_size())
+    result = probe_model(model, tok, "token-language", max_train=500)
+    assert result.test_examples == len(language_examples()[1]) and result.train_examples == 500
+    assert result.low > 1 / result.classes and "on 363 test tokens; 500 training tokens" in result.format()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    _, test = language_examples()
+    majority = Counter(lang for _, lang in test).most_common(1)[0][1] / len(test)
+    assert probe_model(model, tok, "token-language", max_train=500).accuracy <= majority + 1e-9
+
+
+def test_fine_tuning_trains_a_copy_of_encoder_and_head_and_leaves_the_model_untouched():
+    tok = trained(SPEC)
+    model = tiny_bert(tok.get_vocab_size())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    lines = language_examples()[0][:40]
+    labels = sorted({lang for _, lang in lines})
+    enc = encode(tok, [t for t, _ in lines], MAX_TOKENS)
+    items = probe_items("language", lines, enc, labels, train=True)
+    head = torch.nn.Linear(32, len(labels))
+    head_before = head.weight.clone()
+    tuned, tuned_head = fine_tune(model, enc, items, head, torch.device("cpu"), FineTuning(epochs=1))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(head.weight, head_before)
+    changed = [k for k, v in tuned.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("encoder.layer.0.") for k in changed) and any(k.startswith("embeddings.") for k in changed)
+    assert not torch.equal(tuned_head.weight, head_before) and not tuned.training
+
+
+def test_eval_probe_fine_tunes_on_the_token_task_and_prints_its_interval(tmp_path, capsys):
+    tok = trained(SPEC)
+    tiny_bert(tok.get_vocab_size()).save_pretrained(tmp_path / "model")
+    save_tokenizer(tok, SPEC, str(tmp_path / "model"))
+    folder = str(tmp_path / "model")
+    args = ["--task", "token-language", "--fine-tune", "--epochs", "1", "--max-examples", "500"]
+    assert main(["eval", "probe", folder, *args]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("token-language (fine-tuned, 1 epoch): accuracy 0.")
+    assert "363 test tokens; 500 training tokens" in out
+    for flag in ("--epochs", "--max-examples"):
+        assert main(["eval", "probe", folder, "--fine-tune", flag, "0"]) == 2
+        assert f"{flag}: must be >= 1, got 0" in capsys.readouterr().err

@@ -357,8 +357,9 @@ class ObjectiveSpec:
     )
 
 
-PROBE_TASKS = ("language",)
-"""The probe tasks the project ships (`probe.py`): language of a bundled-corpus line."""
+PROBE_TASKS = ("language", "token-language")
+"""The probe tasks the project ships (`probe.py`): the language of a bundled-corpus line, from its mean-pooled
+features; the language of a token's line, from that token's own features."""
 
 
 def _default_probe_tasks() -> list[str]:
@@ -378,7 +379,9 @@ class ProbesSpec:
         minimum=0,
     )
     tasks: list[str] = spec_field(
-        factory=_default_probe_tasks, doc="Probe tasks, each from: " + ", ".join(PROBE_TASKS) + "."
+        factory=_default_probe_tasks,
+        doc="Probe tasks: language (the language of a line of the bundled corpus, from mean-pooled features), "
+        "token-language (the language of a token's line, from that token's features alone).",
     )
     max_examples: int = spec_field(
         1000,
