@@ -131,6 +131,10 @@ def read_worker(pod: dict[str, Any], now: datetime, stuck_grace_s: float) -> Wor
         "attempt": int(labels.get(naming.ATTEMPT_LABEL, -1)),
         "pod_ip": status.get("podIP", ""),
         "metrics_port": _metrics_port(pod),
+        # Kubernetes marks a pod it is about to take away before the container stops.
+        "displaced": any(
+            c.get("type") == "DisruptionTarget" and c.get("status") == "True" for c in status.get("conditions") or []
+        ),
     }
     phase = status.get("phase", "Pending")
     term = _terminated(pod)
@@ -144,15 +148,9 @@ def read_worker(pod: dict[str, Any], now: datetime, stuck_grace_s: float) -> Wor
         message = f"{meta['name']} failed ({reason}" + (f", exit code {code}" if code is not None else "") + ")"
         if detail:
             message += f": {str(detail).strip().splitlines()[-1][:300]}"
+        base["displaced"] = displaced
         return Worker(
-            **base,
-            state="failed",
-            reason=reason,
-            message=message,
-            exit_code=code,
-            result=result,
-            preempted=preempted,
-            displaced=displaced,
+            **base, state="failed", reason=reason, message=message, exit_code=code, result=result, preempted=preempted
         )
     if meta.get("deletionTimestamp"):
         return Worker(**base, state="terminating")

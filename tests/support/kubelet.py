@@ -39,6 +39,12 @@ from tests.support.checkout import checkout_pythonpath
 from tests.support.kube_api import ApiServer
 
 BIN = Path(sys.executable).parent
+_EVICTED = {
+    "type": "DisruptionTarget",
+    "status": "True",
+    "reason": "TerminationByKubelet",
+    "message": "evicted: the kubelet fixture's capacity was lowered",
+}
 POD_IP = "127.0.0.1"  # every pod shares the host's loopback
 
 
@@ -151,10 +157,11 @@ class Kubelet:
         """Past the capacity, the pods started last are evicted (DisruptionTarget, then SIGTERM)."""
         if self.capacity is None:
             return
-        holding = [p for p in self._holding() if p.terminating_since is None and not p.extra.get("evicted")]
-        excess = len(self._holding()) - self.capacity
-        for pod in list(reversed(holding))[: max(excess, 0)]:
+        staying = [p for p in self._holding() if p.terminating_since is None and not p.extra.get("evicted")]
+        for pod in list(reversed(staying))[: max(len(staying) - self.capacity, 0)]:
             pod.extra["evicted"] = True
+            conditions = [{"type": "PodScheduled", "status": "True"}, _EVICTED]
+            self.api.patch("v1", "pods", pod.namespace, pod.name, {"status": {"conditions": conditions}}, sub="status")
             os.killpg(pod.proc.pid, signal.SIGTERM)
 
     def _watch_process(self, running: RunningPod, pod: dict[str, Any]) -> None:
@@ -180,11 +187,7 @@ class Kubelet:
                 "containerStatuses": [{"name": "trainer", "ready": False, "state": {"terminated": terminated}}],
             }
             if running.extra.get("evicted"):
-                reason, why = "TerminationByKubelet", "evicted: the kubelet fixture's capacity was lowered"
-                status["conditions"] = [
-                    {"type": "DisruptionTarget", "status": "True", "reason": reason, "message": why}
-                ]
-                status["phase"] = "Failed"
+                status["conditions"] = [_EVICTED]
             self.api.patch("v1", "pods", meta["namespace"], meta["name"], {"status": status}, sub="status")
 
     # ------------------------------------------------------------------------------------------ start a pod

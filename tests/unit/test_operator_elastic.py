@@ -81,6 +81,8 @@ def test_pods_pending_for_another_reason_than_the_scheduler_do_not_shrink_the_ga
 
 def test_a_preemption_restarts_without_the_workers_that_were_taken_away() -> None:
     evicted = worker(3, "failed", reason="Evicted", preempted=True, displaced=True)
+    doomed = worker(2, "running", displaced=True)  # DisruptionTarget set, container not stopped yet
+    assert restart_size(ELASTIC, 4, [worker(0), worker(1), doomed, evicted]).size == 2
     stopped = [worker(i, "failed", reason="Preempted", exit_code=143, preempted=True) for i in range(3)]
     decision = restart_size(ELASTIC, 4, [*stopped, evicted])
     assert (decision.size, decision.reason) == (3, SCALED_DOWN)
@@ -158,6 +160,9 @@ def test_reading_a_pod_gives_since_when_the_scheduler_could_not_place_it_and_whe
         pod({"phase": "Failed", "conditions": [target], "containerStatuses": [{"state": term}]}), NOW, 300
     )
     assert (preempted.reason, preempted.displaced) == ("PreemptionByScheduler", True)
+    # Marked before its container stops: still running, already known to be taken away.
+    doomed = read_worker(pod({"phase": "Running", "conditions": [target]}), NOW, 300)
+    assert (doomed.state, doomed.displaced) == ("running", True)
     stopped = read_worker(pod({"phase": "Failed", "containerStatuses": [{"state": term}]}), NOW, 300)
     assert (stopped.reason, stopped.preempted, stopped.displaced) == ("Preempted", True, False)
 

@@ -37,6 +37,7 @@ def step(n: int, loss: float) -> StepReport:
         storage_bytes_read=10,
         tokens=1000,
         samples=8,
+        first_sample=(n - 1) * 8,
     )
 
 
@@ -65,6 +66,7 @@ def test_a_run_leaves_one_log_line_per_step_evaluation_and_checkpoint(tmp_path, 
     assert [r.get("event") for r in records] == [None, "validation", "checkpoint", None]
     first = records[0]
     assert first["step"] == 2 and first["loss"] == 3.0 and first["tokens_per_second"] == 500.0
+    assert (first["first_sample"], records[3]["first_sample"]) == (8, 16)  # step 2 trained samples 8..15
     assert first["mfu"] is None  # CPU: no known peak
     assert records[2] == {**records[2], "uri": "s3://b/step-00000002", "seconds": 1.235}
     console = capsys.readouterr().out.splitlines()

@@ -69,6 +69,7 @@ class StepReport:
     storage_bytes_read: int  # this rank's bytes read during the step
     tokens: int  # trained in this step, all ranks
     samples: int  # trained in this step, all ranks
+    first_sample: int = 0  # the global position of its first sample: the step trained first_sample..+samples-1
     objective_metrics: dict[str, float] = field(default_factory=dict)  # the objective's own (`Objective.metrics`)
 
 
@@ -144,6 +145,7 @@ class Reporter:
             {
                 "step": report.step,
                 "loss": report.loss,
+                "first_sample": report.first_sample,
                 "lr": report.learning_rate,
                 "grad_norm": report.grad_norm,
                 "tokens_per_second": tps,

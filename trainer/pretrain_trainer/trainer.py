@@ -423,6 +423,7 @@ class Trainer:
                 storage_bytes_read=self.train_set.bytes_read - read0,
                 tokens=self.tokens_per_step,
                 samples=self.global_samples,
+                first_sample=loader.samples_consumed - self.global_samples,
                 objective_metrics=result.metrics,
             )
         )
