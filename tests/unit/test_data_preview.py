@@ -129,3 +129,31 @@ def test_preview_of_a_job_whose_data_is_missing_names_the_uri(gpt_data, tmp_path
     assert main(["data", "preview", str(path)]) == 2
     err = capsys.readouterr().err
     assert str(missing) in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def t5_data(tmp_path_factory):
+    spec = TokenizerTrainingSpec(model="wordpiece", vocab_size=512, objective="span-corruption")
+    return _dataset(tmp_path_factory.mktemp("t5"), spec)
+
+
+def test_span_corruption_preview_shows_the_trainers_sentinel_inputs_and_targets(t5_data, tmp_path, capsys):
+    path = _one_step_job(tmp_path, t5_data, "span-corruption")
+    batch = _trained_batch(path, tmp_path / "run")
+    previewed, printed = _previewed(path, tmp_path / "preview.json", capsys)
+    assert batch["input_ids"].shape == (SAMPLES, 32) and bool(batch["attention_mask"].all())
+    assert [p["input_ids"] for p in previewed] == batch["input_ids"].tolist()
+    assert [p["labels"] for p in previewed] == batch["labels"].tolist()  # 34 raw tokens: 8 targets, none padded
+    assert "(raw windows of 34 tokens)" in printed and printed.count("── sample ") == SAMPLES
+    first = printed.split("── sample 0 ")[1]
+    assert "input:  " in first and "<extra_id_0>" in first.split("target: ")[0]
+    assert first.split("target: ")[1].startswith("<extra_id_0>")
+
+
+def test_denoising_preview_shows_masked_inputs_and_the_whole_window_as_target(tmp_path, capsys):
+    spec = TokenizerTrainingSpec(model="wordpiece", vocab_size=512, objective="denoising")
+    data = _dataset(tmp_path / "bart", spec)
+    path = _one_step_job(tmp_path, data, "denoising")
+    previewed, printed = _previewed(path, tmp_path / "preview.json", capsys)
+    assert all(len(p["labels"]) == 32 and len(p["input_ids"]) < 32 for p in previewed)
+    assert "<mask>" in printed.split("target: ")[0] and "target: " in printed

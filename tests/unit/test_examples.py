@@ -22,6 +22,7 @@ from kubernetes_validate.utils import latest_version
 from pretrain_trainer.cli import build_parser
 from pretrain_trainer.config import ConfigError, Job, parse_job
 from pretrain_trainer.contract import API_VERSION, KIND
+from pretrain_trainer.objectives import objective_class
 from tests.support.crd_schema import schema_errors
 from tests.support.jobs import TINY_GPT
 
@@ -222,6 +223,20 @@ def test_electra_small_trains_a_quarter_width_generator_beside_the_small_discrim
     assert (spec.model.architecture, spec.objective.type) == ("electra", "electra")
     assert spec.objective.electra.generator_size == 0.25 and spec.objective.electra.discriminator_weight == 50
     assert spec.model.config["hidden_size"] == 256 and spec.checkpoint.export_hf
+
+
+def test_t5_small_corrupts_spans_into_encoder_inputs_of_exactly_512_tokens():
+    spec = admitted(job_at("t5-span-corruption/pretrainjob.yaml")).spec
+    assert (spec.model.architecture, spec.objective.type) == ("t5", "span-corruption")
+    assert spec.objective.span_corruption.noise_density == 0.15 and spec.checkpoint.export_hf
+    assert objective_class(spec.objective.type).raw_length(spec) == 568  # T5's raw window for 512 inputs
+
+
+def test_bart_continues_a_hugging_face_folder_with_infilling_and_sentence_permutation():
+    spec = admitted(job_at("bart-denoising/pretrainjob.yaml")).spec
+    assert (spec.model.architecture, spec.model.init, spec.objective.type) == ("bart", "pretrained", "denoising")
+    assert spec.objective.denoising.mask_ratio == 0.3 and spec.objective.denoising.permute_sentences
+    assert spec.model.from_ == spec.tokenizer.uri and spec.checkpoint.export_hf
 
 
 def test_distilroberta_distils_roberta_base_into_six_of_its_layers_with_the_triple_loss():

@@ -12,8 +12,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from transformers import T5Config, T5ForConditionalGeneration
 
 from pretrain_trainer.config import DenoisingSpec, parse_spec
+from pretrain_trainer.metrics import model_flops_per_token
+from pretrain_trainer.model import model_info
 from pretrain_trainer.objectives import IGNORE_INDEX, build_objective
 from pretrain_trainer.objectives.denoising import infill, permute_sentences, place_spans, poisson_span_lengths
 from pretrain_trainer.objectives.span_corruption import (
@@ -405,3 +408,22 @@ def test_denoising_needs_a_mask_token_unless_infilling_is_off():
     with pytest.raises(ValueError, match=r"spec\.tokenizer\.uri.*maskRatio: 0"):
         build_objective(spec("denoising", 64), no_mask)
     build_objective(spec("denoising", 64, maskRatio=0.0, deleteRatio=0.1), no_mask)
+
+
+def test_flops_count_the_encoder_over_the_input_and_the_decoder_over_the_targets_and_probes_read_the_encoder():
+    objective = build_objective(spec("span-corruption", 512), roles())
+    config = T5Config(vocab_size=VOCAB, d_model=64, d_ff=128, d_kv=16, num_heads=4, num_layers=3, num_decoder_layers=2)
+    model = T5ForConditionalGeneration(config)
+    info = model_info(model, model)
+    encoder = sum(p.numel() for n, p in model.named_parameters() if n.startswith("encoder.") and "embed" not in n)
+    assert 0 < encoder < info.num_params
+    le, ld = 512, 114
+    matmuls = 6 * (encoder * le + (info.num_params - encoder) * ld)
+    attention = 12 * 64 * (3 * le * le + 2 * (ld * ld + ld * le))
+    assert objective.flops_per_token(model, info, le) == pytest.approx((matmuls + attention) / le, rel=1e-12)
+    # Fewer than an encoder of all the parameters over 512 tokens would do: the decoder sees 114 tokens a sample.
+    assert objective.flops_per_token(model, info, le) < model_flops_per_token(info.num_params, 5, 64, le)
+    # A downstream probe reads the encoder's features (it takes no decoder inputs).
+    ids = torch.randint(4, 500, (2, 7))
+    out = objective.probe_target(model)(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True)
+    assert out.hidden_states[-1].shape == (2, 7, 64)

@@ -8,6 +8,9 @@ boundaries (EOS); masked LM shows every chosen position with its label beside it
     [MASK→word]   replaced by the mask token; the model must predict "word"
     {other→word}  replaced by a random token "other"
     (=word)       kept as it is, but still a prediction target
+
+Encoder–decoder objectives show the encoder's input (T5's sentinels <extra_id_N>, BART's <mask>, as the tokenizer
+spells them; padding left out) and, below it, the decoder's target.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch
 from pretrain_trainer.batches import is_causal, job_loader
 from pretrain_trainer.config import Job
 from pretrain_trainer.data.shards import ShardSet
-from pretrain_trainer.objectives import IGNORE_INDEX, build_objective
+from pretrain_trainer.objectives import IGNORE_INDEX, Seq2Seq, build_objective, objective_class
 from pretrain_trainer.storage import StorageOptions
 from pretrain_trainer.token_roles import TokenRoles, require_mask
 from pretrain_trainer.tokenizer.load import LoadedTokenizer, load_tokenizer
@@ -45,7 +48,7 @@ def preview_samples(job: Job, samples: int) -> tuple[list[PreviewSample], Loaded
     spec = job.spec
     options = StorageOptions.from_spec(spec.storage)
     tok = load_tokenizer(spec.tokenizer.uri, options)
-    roles = None if is_causal(spec) else TokenRoles.from_tokenizer(tok.tokenizer)
+    roles = None if is_causal(spec) else TokenRoles.from_tokenizer(tok.tokenizer, eos_id=tok.eos_id)
     objective = build_objective(spec, roles)
     shards = ShardSet.open(spec.data.train, options, tok.fingerprint)
     out: list[PreviewSample] = []
@@ -55,9 +58,11 @@ def preview_samples(job: Job, samples: int) -> tuple[list[PreviewSample], Loaded
             window = torch.from_numpy(next(loader))
             batch = objective.batch(window, position)
             for row in range(window.shape[0]):
-                out.append(
-                    PreviewSample(position + row, batch["input_ids"][row].tolist(), batch["labels"][row].tolist())
-                )
+                inputs, labels = batch["input_ids"][row], batch["labels"][row]
+                if isinstance(objective, Seq2Seq):  # padding is not part of the sample
+                    inputs = inputs[batch["attention_mask"][row].bool()]
+                    labels = labels[labels != IGNORE_INDEX]
+                out.append(PreviewSample(position + row, inputs.tolist(), labels.tolist()))
     return out[:samples], tok, roles
 
 
@@ -102,8 +107,15 @@ def render_masked(sample: PreviewSample, tok: LoadedTokenizer, roles: TokenRoles
     return text.replace(tok.eos_token, BOUNDARY) if tok.eos_token else text
 
 
+def render_seq2seq(sample: PreviewSample, tok: LoadedTokenizer) -> str:
+    """The encoder's input and the decoder's target, each decoded with its special tokens shown."""
+    return f"input:  {_decode(tok, sample.input_ids)}\ntarget: {_decode(tok, sample.labels)}"
+
+
 def format_preview(job: Job, samples: list[PreviewSample], tok: LoadedTokenizer, roles: TokenRoles | None) -> str:
     spec = job.spec
+    if issubclass(objective_class(spec.objective.type), Seq2Seq):
+        return _format_seq2seq(job, samples, tok)
     lines = [
         f"{job.name}: {spec.objective.type} on {spec.data.train}, sequence length {spec.data.sequence_length}, "
         f"data seed {spec.data.seed}, training seed {spec.training.seed}"
@@ -114,4 +126,17 @@ def format_preview(job: Job, samples: list[PreviewSample], tok: LoadedTokenizer,
         targets = sum(label != IGNORE_INDEX for label in s.labels)
         lines.append(f"\n── sample {s.position} ({len(s.input_ids)} tokens, {targets} prediction targets) ──")
         lines.append(render_masked(s, tok, roles) if roles is not None else render_causal(s, tok))
+    return "\n".join(lines)
+
+
+def _format_seq2seq(job: Job, samples: list[PreviewSample], tok: LoadedTokenizer) -> str:
+    spec = job.spec
+    lines = [
+        f"{job.name}: {spec.objective.type} on {spec.data.train}, sequence length {spec.data.sequence_length} "
+        f"(raw windows of {objective_class(spec.objective.type).raw_length(spec)} tokens), data seed "
+        f"{spec.data.seed}, training seed {spec.training.seed}"
+    ]
+    for s in samples:
+        lines.append(f"\n── sample {s.position} ({len(s.input_ids)} input tokens, {len(s.labels)} target tokens) ──")
+        lines.append(render_seq2seq(s, tok))
     return "\n".join(lines)

@@ -83,6 +83,10 @@ class Seq2Seq(Objective):
             self.pad = int(pad)
         return model, info
 
+    def probe_target(self, model: torch.nn.Module) -> torch.nn.Module:
+        """A probe reads the encoder's features."""
+        return model.get_encoder()
+
     def flops_per_token(self, model: torch.nn.Module, info: ModelInfo, sequence_length: int) -> float:
         """Both stacks: the encoder over sequenceLength tokens, the decoder (and LM head) over decoder_length,
         self- and cross-attention; per encoder token (the tokens a step counts)."""
