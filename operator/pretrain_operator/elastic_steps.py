@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pretrain_trainer.contract import RESTARTING
 
-from . import children
+from . import children, naming
 from .elastic import SCALED_DOWN, Bounds, Observed, decide, restart_size
 from .planner import Event, Plan, Planner, timestamp
 from .workers import parse_time
@@ -24,8 +24,8 @@ def gang_size(p: Planner) -> int:
 
 
 def desired_size(p: Planner) -> int:
-    """Workers the next gang starts with."""
-    return int(p.st.get("desiredReplicas") or 0) or gang_size(p)
+    """Workers the next gang starts with (within the range of the spec in effect, edited since or not)."""
+    return Bounds.of(p.spec.workers).clamp(int(p.st.get("desiredReplicas") or 0) or gang_size(p))
 
 
 def fresh_start(p: Planner) -> None:
@@ -51,7 +51,7 @@ def out_of_bounds(p: Planner) -> Plan | None:
     if target == size:
         return None
     procs = p.spec.workers.procs_per_worker
-    which = "workers.replicas" if target == bounds.most else "workers.minReplicas"
+    which = "workers.minReplicas" if p.spec.workers.min_replicas and target > size else "workers.replicas"
     _restart_on(
         p,
         target,
@@ -69,7 +69,9 @@ def rescale(p: Planner) -> Plan | None:
     last = parse_time(p.st.get("lastResizeTime")) or parse_time(p.st.get("startTime"))
     decision = decide(Bounds.of(p.spec.workers), Observed(size, p.current, p.now, p.spares, last))
     if decision.size == size:
-        p.spare_indices = range(size, size + decision.spares)
+        # Under Kueue the queue's quota admits pods: spares outside the pod group would bypass it, so none.
+        spares = 0 if naming.KUEUE_QUEUE_LABEL in p.ref.labels else decision.spares
+        p.spare_indices = range(size, size + spares)
         return None
     _restart_on(p, decision.size, decision.reason, decision.message, warning=decision.reason == SCALED_DOWN)
     return p.stop_gang(p.current)

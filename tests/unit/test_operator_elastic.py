@@ -313,3 +313,23 @@ def test_an_edit_that_puts_the_gang_out_of_range_restarts_it_on_the_nearest_size
     assert sorted(out.delete_pods) == ["demo-worker-0", "demo-worker-1"]
     cluster.gone()
     assert created_kinds(cluster.reconcile()) == ["Pod"] * 3
+
+
+def test_under_kueue_an_elastic_job_holds_no_spare_pods_outside_its_pod_group() -> None:
+    cluster = shrunk_to_two()
+    cluster.job["metadata"]["labels"][naming.KUEUE_QUEUE_LABEL] = "team-a"
+    cluster.advance(300)
+    assert cluster.reconcile().create == []
+
+
+def test_an_elastic_job_made_fixed_size_again_restarts_on_all_its_workers_naming_min_replicas() -> None:
+    cluster = shrunk_to_two()
+    cluster.edit(workers={"minReplicas": 4})
+    cluster.reconcile()
+    assert "workers.minReplicas changed: restarting with world size 4 (was 2)" in cluster.status["message"]
+    cluster.edit(workers={"replicas": 3, "minReplicas": 2})
+    cluster.gone()
+    cluster.reconcile()
+    cluster.all_pods(running())
+    cluster.reconcile()
+    assert cluster.status["replicas"] == 3  # the new most: a gang is never larger than workers.replicas
