@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pretrain_trainer.cli import main
 from pretrain_trainer.config import ConfigError, load_jobs, parse_job, parse_spec, to_dict
 from pretrain_trainer.contract import API_VERSION
 from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec, save_tokenizer
@@ -240,7 +241,7 @@ def test_validate_prints_one_line_per_problem_with_file_and_field(tmp_path):
     assert any(line.startswith(f"{tmp_path / 'missing.yaml'}: cannot read") for line in lines)
 
 
-def test_validate_refuses_a_local_tokenizer_with_too_few_sentinels_for_span_corruption(tmp_path):
+def test_validate_refuses_a_local_tokenizer_with_too_few_sentinels_for_span_corruption(tmp_path, capsys):
     spec = TokenizerTrainingSpec(model="wordpiece", vocab_size=500, objective="span-corruption", sentinels=10)
     save_tokenizer(trained(spec), spec, str(tmp_path / "tok"))
     job = {
@@ -252,14 +253,13 @@ def test_validate_refuses_a_local_tokenizer_with_too_few_sentinels_for_span_corr
     }
     path = tmp_path / "t5.yaml"
     path.write_text(yaml.safe_dump(job))
-    res = subprocess.run([EXE, "validate", str(path)], capture_output=True, text=True)
-    assert res.returncode == 1
-    assert res.stdout.startswith(f"{path}: spec.tokenizer.uri: ") and "has 10 sentinel tokens" in res.stdout
-    assert "up to 28 noise spans" in res.stdout and "--objective span-corruption" in res.stdout
+    assert main(["validate", str(path)]) == 1
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"{path}: spec.tokenizer.uri: ") and "has 10 sentinel tokens" in printed
+    assert "up to 28 noise spans" in printed and "--objective span-corruption" in printed
     job["data"]["sequenceLength"] = 128  # 141 raw tokens: 21 noise tokens in 7 spans
     path.write_text(yaml.safe_dump(job))
-    ok = subprocess.run([EXE, "validate", str(path)], capture_output=True, text=True)
-    assert ok.returncode == 0, ok.stdout
+    assert main(["validate", str(path)]) == 0, capsys.readouterr().out
 
 
 def test_validate_refuses_nan_and_infinity_in_any_float_field(tmp_path):

@@ -315,6 +315,19 @@ def _is_subsequence(short: list[int], long: list[int]) -> bool:
     return all(x in it for x in short)
 
 
+def test_inserted_masks_never_make_the_input_longer_than_the_window():
+    """Poisson(0.3) draws are mostly 0: spans of length 0 insert a mask each, until the input would outgrow the
+    window; the rest are dropped."""
+    cfg = DenoisingSpec(mask_ratio=0.5, poisson_lambda=0.3)
+    g = torch.Generator().manual_seed(14)
+    lengths = []
+    for row in text(14, 50, 64):
+        out, spans = infill(row, torch.ones(64, dtype=torch.bool), MASK, cfg, g)
+        assert len(out) <= 64 and int((out == MASK).sum()) >= len(spans)
+        lengths.append(len(out))
+    assert max(lengths) == 64, "insertions fill the window up to its width"
+
+
 def test_special_tokens_are_never_masked_and_a_span_across_one_keeps_it():
     cfg = DenoisingSpec(mask_ratio=0.6)
     g = torch.Generator().manual_seed(11)

@@ -38,19 +38,27 @@ def permute_sentences(
     """`tokens` with the sentences of each document shuffled. `sentence_end` and `doc_end` are bool per position;
     document ends stay in place, a sentence runs up to and including its sentence-ending token (the window's
     first and last sentences may be cut)."""
-    out: list[torch.Tensor] = []
-    bounds = torch.nonzero(doc_end).flatten().tolist()
-    start = 0
-    for end in [*bounds, len(tokens)]:
+    ends = np.flatnonzero(sentence_end.numpy()).tolist()
+    docs = np.flatnonzero(doc_end.numpy()).tolist()
+    order: list[range] = []  # the output as ranges of input positions
+    start, e = 0, 0
+    for end in [*docs, len(tokens)]:
         if end > start:
-            cuts = (torch.nonzero(sentence_end[start:end]).flatten() + 1).tolist()
-            edges = [0, *(c for c in cuts if c < end - start), end - start]
-            sentences = [tokens[start + a : start + b] for a, b in itertools.pairwise(edges)]
-            out += [sentences[i] for i in torch.randperm(len(sentences), generator=generator).tolist()]
+            edges = [start]
+            while e < len(ends) and ends[e] < end:
+                if ends[e] + 1 < end:
+                    edges.append(ends[e] + 1)
+                e += 1
+            edges.append(end)
+            sentences = [range(a, b) for a, b in itertools.pairwise(edges)]
+            order += [sentences[i] for i in torch.randperm(len(sentences), generator=generator).tolist()]
+        while e < len(ends) and ends[e] <= end:
+            e += 1
         if end < len(tokens):
-            out.append(tokens[end : end + 1])
+            order.append(range(end, end + 1))
         start = end + 1
-    return torch.cat(out) if out else tokens.clone()
+    index = np.fromiter((i for r in order for i in r), dtype=np.int64, count=len(tokens))
+    return tokens[torch.from_numpy(index)]
 
 
 def poisson_span_lengths(budget: int, lam: float, generator: torch.Generator) -> torch.Tensor:
@@ -101,10 +109,10 @@ def infill(
     inserts = int((lengths == 0).sum())
     starts = place_spans(n, spans, generator)
     spans = spans[: len(starts)]
-    covered = torch.zeros(n, dtype=torch.bool)
-    if len(spans):
-        offsets = torch.arange(int(spans.sum())) - torch.repeat_interleave(torch.cumsum(spans, 0) - spans, spans)
-        covered[torch.repeat_interleave(starts, spans) + offsets] = True
+    edges = torch.zeros(n + 1, dtype=torch.long)  # +1 where a span starts, -1 just after it ends
+    edges[starts] += 1
+    edges[starts + spans] -= 1
+    covered = torch.cumsum(edges, 0)[:n] > 0
     masked = torch.zeros(width, dtype=torch.bool)
     masked[positions[covered]] = True
     deleted = torch.zeros(width, dtype=torch.bool)
