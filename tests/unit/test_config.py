@@ -71,6 +71,7 @@ BAD = [
     ("objective.electra.discriminatorWeight", 0, "spec.objective.electra.discriminatorWeight: must be > 0.0"),
     ("objective.distillation.studentInit", "teacher", "spec.objective.distillation.teacher: required by studentInit"),
     ("objective.distillation.temperature", 0, "spec.objective.distillation.temperature: must be > 0.0"),
+    ("objective.sentence.task", "nsp", "spec.objective.sentence.task: nsp is a second loss beside masked LM; set"),
     ("evaluation.probes.tasks", ["sentiment"], "spec.evaluation.probes.tasks: unknown task ['sentiment']; the tasks"),
     ("evaluation.probes.everySteps", -1, "spec.evaluation.probes.everySteps: must be >= 0, got -1"),
     ("evaluation.probes.maxExamples", 2, "spec.evaluation.probes.maxExamples: must be >= 10, got 2"),

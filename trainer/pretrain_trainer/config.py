@@ -53,6 +53,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     # RoBERTa reserves two positions for its padding offset.
     "roberta": {"kind": "encoder", "positions_key": "max_position_embeddings", "positions": 514, "offset": 2},
     "electra": {"kind": "encoder", "positions_key": "max_position_embeddings", "positions": 512},
+    "albert": {"kind": "encoder", "positions_key": "max_position_embeddings", "positions": 512},
     # Encoder–decoders; `decoder_start`: the special token the decoder starts from (T5: pad, BART: eos). T5's
     # relative position buckets have no length limit.
     "t5": {"kind": "encoder-decoder", "decoder_start": "pad"},
@@ -335,6 +336,33 @@ class DistillationSpec:
     )
 
 
+SENTENCE_TASKS = ("none", "nsp", "sop")
+SENTENCE_ARCHITECTURES = {"nsp": ("bert",), "sop": ("bert", "albert")}
+"""Which architectures' *ForPreTraining class carries each sentence task's head."""
+
+
+@dataclass(frozen=True)
+class SentenceSpec:
+    """A sentence-level second loss beside masked LM (BERT's NSP, ALBERT's SOP), built from the document
+    boundaries of the packed stream. Off by default: RoBERTa found NSP rarely helps."""
+
+    task: str = spec_field(
+        "none",
+        doc="none; nsp: next-sentence prediction (BERT; architecture bert): is segment B the continuation of A or "
+        "from another document of the sample; sop: sentence-order prediction (ALBERT; architecture albert or bert): "
+        "are two consecutive segments of one document in order or swapped. Needs type: mlm; the model is then the "
+        "architecture's *ForPreTraining (exported so that BertForPreTraining / AlbertForPreTraining load it).",
+        enum=SENTENCE_TASKS,
+    )
+    weight: float = spec_field(
+        1.0,
+        doc="Weight of the sentence loss: loss = MLM loss + weight · sentence loss (each a mean over the global "
+        "batch).",
+        minimum=0.0,
+        exclusive_minimum=True,
+    )
+
+
 @dataclass(frozen=True)
 class ObjectiveSpec:
     type: str = spec_field(
@@ -354,6 +382,9 @@ class ObjectiveSpec:
     )
     distillation: DistillationSpec = spec_field(
         factory=DistillationSpec, doc="Distil a frozen teacher into the model (type: clm or mlm)."
+    )
+    sentence: SentenceSpec = spec_field(
+        factory=SentenceSpec, doc="BERT's NSP or ALBERT's SOP as a second loss for type: mlm (off by default)."
     )
 
 

@@ -9,7 +9,14 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from pretrain_trainer.config import ARCHITECTURES, PROBE_TASKS, MlmSpec, PretrainJobSpec, uri_problem
+from pretrain_trainer.config import (
+    ARCHITECTURES,
+    PROBE_TASKS,
+    SENTENCE_ARCHITECTURES,
+    MlmSpec,
+    PretrainJobSpec,
+    uri_problem,
+)
 from pretrain_trainer.contract import METRICS_PORT, RENDEZVOUS_PORT
 from pretrain_trainer.pod_checks import image_problem, pod_problems
 from pretrain_trainer.spec_schema import Problem, yaml_name
@@ -67,6 +74,26 @@ def _runtime_problems(spec: PretrainJobSpec, path: str) -> list[Problem]:
             )
         )
     return out
+
+
+def _sentence_problems(spec: PretrainJobSpec, path: str) -> list[Problem]:
+    task, field = spec.objective.sentence.task, f"{path}.objective.sentence.task"
+    if task == "none":
+        return []
+    if spec.objective.type != "mlm":
+        return [Problem(field, f"{task} is a second loss beside masked LM; set objective.type: mlm or task: none")]
+    fits = SENTENCE_ARCHITECTURES[task]
+    if spec.model.architecture not in fits:
+        return [
+            Problem(
+                field,
+                f"{task} needs model.architecture {' or '.join(fits)} (its *ForPreTraining head), got "
+                f"{spec.model.architecture}",
+            )
+        ]
+    if spec.objective.distillation.teacher:
+        return [Problem(field, f"{task} does not combine with distillation (the teacher predicts tokens only)")]
+    return []
 
 
 def _probe_problems(spec: PretrainJobSpec, path: str) -> list[Problem]:
@@ -147,6 +174,7 @@ def _model_problems(spec: PretrainJobSpec, path: str) -> list[Problem]:
             )
         )
     out += _distillation_problems(spec, path)
+    out += _sentence_problems(spec, path)
     if spec.model.init == "pretrained" and not spec.model.from_:
         out.append(Problem(f"{path}.model.from", "required for init: pretrained (the checkpoint to continue from)"))
     if spec.model.init == "scratch" and spec.model.from_:

@@ -13,6 +13,7 @@ import torch
 from tokenizers import Tokenizer, models
 
 from pretrain_trainer.tokenizer.load import (
+    CLS_TOKEN_CANDIDATES,
     EOS_CANDIDATES,
     MASK_TOKEN_CANDIDATES,
     PAD_TOKEN_CANDIDATES,
@@ -49,12 +50,14 @@ class TokenRoles:
     """Ids of <extra_id_0>, <extra_id_1>, ... (T5's span-corruption sentinels), in that order; special."""
     sentence_end: np.ndarray | None = field(default=None)
     """bool [vocab_size]: tokens that end a sentence (text ending in . ! ? and the like); None: none known."""
+    cls_id: int | None = None
+    """The token a segment pair starts with ([CLS], <s>); special."""
 
     def __post_init__(self) -> None:
         if self.vocab_size < 1:
             raise ValueError(f"vocab_size: must be positive, got {self.vocab_size}")
         specials = set(self.special_ids) | set(self.sentinel_ids)
-        for name in ("mask_id", "pad_id", "eos_id"):
+        for name in ("mask_id", "pad_id", "eos_id", "cls_id"):
             value = getattr(self, name)
             if value is not None:
                 if not 0 <= value < self.vocab_size:
@@ -150,6 +153,7 @@ class TokenRoles:
             eos_id=eos_id if eos_id is not None else first_present(tok, EOS_CANDIDATES),
             sentinel_ids=tuple(_sentinels(vocab)),
             sentence_end=sentence_end,
+            cls_id=first_present(tok, CLS_TOKEN_CANDIDATES),
         )
 
     # Lookup tables as tensors, built once per TokenRoles (cached_property writes the instance __dict__ directly,

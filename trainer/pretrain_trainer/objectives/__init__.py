@@ -32,6 +32,7 @@ from pretrain_trainer.objectives.masking import (
     word_starts,
 )
 from pretrain_trainer.objectives.mlm import MaskedLM
+from pretrain_trainer.objectives.sentence import SentencePairs
 from pretrain_trainer.objectives.seq2seq import Seq2Seq
 from pretrain_trainer.objectives.span_corruption import SpanCorruption
 
@@ -54,9 +55,13 @@ def objective_class(type_: str) -> type[Objective]:
 
 
 def build_objective(spec: PretrainJobSpec, roles: TokenRoles | None) -> Objective:
-    """The job's objective (wrapped in `Distilled` when it has a teacher); raises ValueError naming the field when
+    """The job's objective (`SentencePairs` for mlm with objective.sentence, wrapped in `Distilled` when it has a
+    teacher); raises ValueError naming the field when
     the tokenizer cannot serve it."""
-    objective = objective_class(spec.objective.type)(spec, roles)
+    cls = objective_class(spec.objective.type)
+    if spec.objective.sentence.task != "none":  # an option of mlm (spec_checks refuses it elsewhere)
+        cls = SentencePairs
+    objective = cls(spec, roles)
     return Distilled(objective) if spec.objective.distillation.teacher else objective
 
 
@@ -72,6 +77,7 @@ __all__ = [
     "MaskedLM",
     "MaskingConfig",
     "Objective",
+    "SentencePairs",
     "Seq2Seq",
     "SpanCorruption",
     "build_objective",

@@ -18,6 +18,7 @@ EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "[SEP]", "<|end_of_text|>", 
 # The first of these in the vocabulary pads and masks (BERT's and RoBERTa's spellings, and ours for CLM).
 PAD_TOKEN_CANDIDATES = ("[PAD]", "<pad>", "<|pad|>")
 MASK_TOKEN_CANDIDATES = ("[MASK]", "<mask>")
+CLS_TOKEN_CANDIDATES = ("[CLS]", "<s>")  # what a segment pair starts with (BERT's NSP, ALBERT's SOP)
 SENTINEL_FORMAT = "<extra_id_{}>"
 """T5's sentinel tokens: the n-th noise span of a span-corruption sample is replaced by <extra_id_n>."""
 
