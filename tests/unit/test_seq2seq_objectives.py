@@ -24,7 +24,10 @@ from pretrain_trainer.objectives.span_corruption import (
     random_spans_noise_mask,
     sentinel_spans,
 )
+from pretrain_trainer.probe import probe_folder
 from pretrain_trainer.token_roles import TokenRoles
+from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec, save_tokenizer
+from tests.support.data import trained
 
 SIGMAS = 5.0
 VOCAB = 1000
@@ -440,3 +443,12 @@ def test_flops_count_the_encoder_over_the_input_and_the_decoder_over_the_targets
     ids = torch.randint(4, 500, (2, 7))
     out = objective.probe_target(model)(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True)
     assert out.hidden_states[-1].shape == (2, 7, 64)
+
+
+def test_an_exported_encoder_decoder_is_probed_through_its_encoder(tmp_path):
+    tok_spec = TokenizerTrainingSpec(model="wordpiece", vocab_size=500, objective="span-corruption")
+    save_tokenizer(trained(tok_spec), tok_spec, str(tmp_path))
+    config = T5Config(vocab_size=500, d_model=16, d_ff=32, d_kv=4, num_heads=4, num_layers=1, decoder_start_token_id=0)
+    T5ForConditionalGeneration(config).save_pretrained(tmp_path)
+    result = probe_folder(str(tmp_path), max_train=200)
+    assert result.test_examples > 0 and 0.0 <= result.accuracy <= 1.0

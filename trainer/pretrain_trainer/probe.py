@@ -289,5 +289,7 @@ def probe_folder(
         tokenizer.no_padding()
         tokenizer.no_truncation()
         model = AutoModel.from_pretrained(folder, use_safetensors=True, trust_remote_code=False)
+    if getattr(model.config, "is_encoder_decoder", False):
+        model = model.get_encoder()  # T5, BART: the encoder's features
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return probe_model(model.to(device), tokenizer, task, max_train, device, fine_tuning=fine_tuning)
