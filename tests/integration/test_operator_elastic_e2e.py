@@ -77,6 +77,10 @@ def spares(api: ApiServer) -> list[str]:
     return [p["metadata"]["name"] for p in api.list("v1", "pods", NS) if "-spare-" in p["metadata"]["name"]]
 
 
+def deleting(api: ApiServer, pod: str) -> bool:
+    return bool(((api.get("v1", "pods", NS, pod) or {}).get("metadata") or {}).get("deletionTimestamp"))
+
+
 def test_an_elastic_job_shrinks_and_grows_with_capacity_and_keeps_the_loss_curve_of_an_uninterrupted_run(
     cluster: tuple[ApiServer, Kubelet, OperatorThread],  # noqa: F811
     dataset: Dataset,
@@ -111,10 +115,18 @@ def test_an_elastic_job_shrinks_and_grows_with_capacity_and_keeps_the_loss_curve
     kubelet.capacity = FEWEST  # pods evicted: the gang checkpoints, stops and restarts on the workers left
     assert wait_for(f"{FEWEST} workers training", lambda: len(gangs(kubelet)) == 2 and gang_step(kubelet, 1), 240, op)
     assert status(api, JOB)["replicas"] == FEWEST
+    # The small gang is held still (SIGSTOP) while the operator finds room to grow: on a fast machine it could
+    # otherwise finish the run first. The SIGTERM of the resize waits until it goes on; then it checkpoints and stops.
+    small = [f"{JOB}-worker-{i}" for i in range(FEWEST)]
+    for name in small:
+        kubelet.freeze(name)
     held = [f"{JOB}-spare-{i}" for i in range(FEWEST, MOST)]
     wait_for("spare pods held for the missing workers", lambda: sorted(spares(api)) == held, 60, op)
 
     kubelet.capacity = GROWN  # room for one more: a spare is placed, and the gang grows by one
+    wait_for("the small gang stopping", lambda: all(deleting(api, name) for name in small), 60, op)
+    for name in small:
+        kubelet.thaw(name)
     done = wait_for(
         "Succeeded",
         lambda: (s := status(api, JOB)).get("phase") in ("Succeeded", "Failed") and s,

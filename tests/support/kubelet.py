@@ -91,8 +91,17 @@ class Kubelet:
 
     def kill(self, pod_name: str, sig: int = signal.SIGKILL) -> None:
         """Kill a pod's processes, as a crash or an OOM kill would (the pod then fails)."""
-        pod = next(p for p in self.pods.values() if p.name == pod_name and not p.done)
-        os.killpg(pod.proc.pid, sig)
+        os.killpg(self._live(pod_name).proc.pid, sig)
+
+    def freeze(self, pod_name: str) -> None:
+        """Stop a pod's processes where they are (SIGSTOP); signals sent meanwhile wait until `thaw`."""
+        os.killpg(self._live(pod_name).proc.pid, signal.SIGSTOP)
+
+    def thaw(self, pod_name: str) -> None:
+        os.killpg(self._live(pod_name).proc.pid, signal.SIGCONT)
+
+    def _live(self, pod_name: str) -> RunningPod:
+        return next(p for p in self.pods.values() if p.name == pod_name and not p.done)
 
     def logs(self, pod_name: str) -> str:
         pods = [p for p in self.pods.values() if p.name == pod_name]
