@@ -120,7 +120,8 @@ def add_data_preview(tree: CommandTree) -> None:
         help="print the first training samples exactly as the trainer builds them (windows, masks, labels)",
         description="Read the job's training data with the trainer's own loader and objective code (same order, same "
         "masking seeds) and print the first N samples decoded through the job's tokenizer: causal windows with their "
-        "document boundaries, masked-LM inputs with [MASK], random and kept replacements marked and their labels.",
+        "document boundaries, masked-LM inputs with [MASK], random and kept replacements marked and their labels, "
+        "encoder–decoder inputs with their sentinels (span-corruption) or masks (denoising) above the targets.",
     )
     p.add_argument("job", metavar="JOB.yaml", help="PretrainJob manifest (or bare spec)")
     p.add_argument("--samples", type=int, default=4, help="how many samples (default: %(default)s)")
