@@ -101,7 +101,7 @@ def test_a_probe_during_training_reaches_metrics_log_summary_termination_record_
     torch.manual_seed(5)
     expected_next = torch.rand(3)
     torch.manual_seed(5)
-    [(result, seconds)] = list(probes.run(model, torch.device("cpu"), None))
+    [(result, seconds)] = probes.run(model, model, torch.device("cpu"), None)
     assert torch.equal(torch.rand(3), expected_next)  # the trainer's random state (dropout masks) is untouched
     assert result.train_examples == 50 and result.test_examples == len(language_examples()[1]) and seconds > 0
     rep.probe(4, result, seconds)
@@ -128,7 +128,8 @@ def test_probes_are_off_by_default_and_other_ranks_report_nothing():
     with pytest.raises(ConfigError, match=r"spec.evaluation.probes.tasks: empty, but everySteps asks for probes"):
         parse_spec({**PROBE_JOB, "evaluation": {"probes": {"everySteps": 1, "tasks": []}}})
     on = parse_spec({**PROBE_JOB, "evaluation": {"probes": {"everySteps": 1}}}).evaluation.probes
-    assert list(TrainingProbes(on, tok, False, False).run(torch.nn.Identity(), torch.device("cpu"), None)) == []
+    nothing = torch.nn.Identity()
+    assert TrainingProbes(on, tok, False, False).run(nothing, nothing, torch.device("cpu"), None) == []
 
 
 def test_token_language_tests_one_ordinary_token_per_line_and_trains_on_every_ordinary_token():

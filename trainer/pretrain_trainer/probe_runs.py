@@ -4,7 +4,7 @@ reporter: /metrics, train.jsonl, summary.json, and from there the job's status).
 
     probes = TrainingProbes(spec.evaluation.probes, tokenizer, is_main=rank == 0, collective=fsdp and world > 1)
     if probes.due(step):
-        for result, seconds in probes.run(objective.probe_target(raw_model), device, autocast):
+        for result, seconds in probes.run(raw_model, objective.probe_target(raw_model), device, autocast):
             reporter.probe(step, result, seconds)
 
 Rank 0 probes; the other ranks go on to the next step and wait for it there. Only under FSDP with more than one
@@ -17,7 +17,6 @@ trainer's autocast); the model is back in training mode at the next step. A run'
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import torch
@@ -54,17 +53,29 @@ class TrainingProbes:
         return self.enabled and step % self.spec.every_steps == 0
 
     def run(
-        self, model: torch.nn.Module, device: torch.device, autocast: torch.dtype | None
-    ) -> Iterator[tuple[ProbeResult, float]]:
-        """(result, seconds) per task on rank 0; nothing on the other ranks (which take part in the forward passes
-        only when `collective`)."""
+        self, root: torch.nn.Module, target: torch.nn.Module, device: torch.device, autocast: torch.dtype | None
+    ) -> list[tuple[ProbeResult, float]]:
+        """(result, seconds) per task of probing `target` (a part of the trained module `root`, or itself) on rank
+        0; nothing on the other ranks (which take part in the forward passes only when `collective`).
+
+        Under FSDP2 the parameters that `root` shards itself (embeddings, heads: those of no inner FSDP unit) are
+        gathered only by its own forward, which a `target` below it does not run: they are gathered here for the
+        probe (every rank, a collective) and sharded again after it."""
         if not (self.is_main or self.collective):
-            return
-        for task in self.spec.tasks:
-            started = time.perf_counter()
-            result = probe_model(model, self.tokenizer, task, self.spec.max_examples, device, autocast)
-            if self.is_main:
-                yield result, time.perf_counter() - started
+            return []
+        gather = self.collective and hasattr(root, "unshard")
+        if gather:
+            root.unshard()
+        out = []
+        try:
+            for task in self.spec.tasks:
+                started = time.perf_counter()
+                result = probe_model(target, self.tokenizer, task, self.spec.max_examples, device, autocast)
+                out.append((result, time.perf_counter() - started))
+        finally:
+            if gather:
+                root.reshard()
+        return out if self.is_main else []
 
 
 __all__ = ["TrainingProbes", "standalone"]

@@ -475,7 +475,7 @@ class Trainer:
 
     def _probe(self, step: int) -> None:
         target = self.objective.probe_target(self.raw_model)
-        for result, seconds in self.probes.run(target, self.device, self.autocast):
+        for result, seconds in self.probes.run(self.raw_model, target, self.device, self.autocast):
             self.reporter.probe(step, result, seconds)
 
     def release(self) -> None:
