@@ -1,10 +1,13 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from pretrain_trainer.bundled_corpus import bundled_corpus_files
+from pretrain_trainer.data.merge import merge
 from pretrain_trainer.data.prepare import PrepareConfig, prepare
+from pretrain_trainer.data.scatter import prepare_task
 from pretrain_trainer.data.shards import ShardSet
 from pretrain_trainer.storage import open_store
 from pretrain_trainer.tokenizer.load import load_tokenizer
@@ -127,3 +130,27 @@ def test_a_tokenizer_without_an_eos_token_is_refused(tmp_path):
 def test_bad_prepare_settings_name_the_field(tokenizer_dir, tmp_path, kwargs, field):
     with pytest.raises(ValueError, match=field):
         _config(tokenizer_dir, tmp_path, **kwargs)
+
+
+def test_a_document_that_spells_special_tokens_keeps_them_as_text(tmp_path):
+    """A document cannot end itself early, plant a mask or collide with T5's sentinels: the spelling of a special
+    token in the text is encoded as ordinary pieces, the single and the multi-task prepare alike."""
+    spec = TokenizerTrainingSpec(model="bpe", vocab_size=1000, objective="span-corruption")
+    save_tokenizer(trained(spec), spec, str(tmp_path / "tok"))
+    text = "Skriv <extra_id_0> eller </s> eller <pad> i texten, <extra_id_7>."
+    (tmp_path / "docs.jsonl").write_text(json.dumps({"text": text}) + "\n" + json.dumps({"text": "Hej då."}) + "\n")
+    config = PrepareConfig(
+        inputs=(str(tmp_path / "docs.jsonl"),), output=str(tmp_path / "out"), tokenizer=str(tmp_path / "tok")
+    )
+    prepare(config)
+    tok = load_tokenizer(str(tmp_path / "tok"))
+    special = {tok.tokenizer.token_to_id(t) for t in spec.special_tokens.all()}
+    shards = ShardSet.open(str(tmp_path / "out" / "train"))
+    tokens = shards.read_tokens(0, shards.index.num_tokens).tolist()
+    ends = shards.document_ends(0).tolist()
+    assert [i for i, t in enumerate(tokens) if t in special] == [e - 1 for e in ends], "only the separating EOS"
+    assert tok.tokenizer.decode(tokens[: ends[0] - 1]) == text
+    as_task = replace(config, output=str(tmp_path / "tasks"))
+    prepare_task(as_task, 1, 0)
+    merge(as_task.output)
+    assert ShardSet.open(str(tmp_path / "tasks" / "train")).read_tokens(0, len(tokens)).tolist() == tokens

@@ -25,7 +25,7 @@ from pretrain_trainer.curation.quality import QualityThresholds
 from pretrain_trainer.data.readers import Document, ReadOptions, expand_inputs, input_bytes, read_documents
 from pretrain_trainer.data.shards import DEFAULT_PAGE_BYTES, INDEX_NAME, ShardIndex, ShardWriter, TokenizerMeta
 from pretrain_trainer.storage import ObjectStore, StorageOptions, open_store
-from pretrain_trainer.tokenizer.load import LoadedTokenizer, load_tokenizer
+from pretrain_trainer.tokenizer.load import LoadedTokenizer, document_encoder, load_tokenizer
 
 SPLITS = ("train", "validation")
 
@@ -204,6 +204,7 @@ def kept_documents(
     """
     curate = CurationFilter(cfg.curation) if cfg.curation.active else None
     log = curate.log if curate else CurationLog()
+    encoder = document_encoder(tok.tokenizer)
     seen: set[bytes] = set()
     for batch in batches(read_documents(files, cfg.read, storage), cfg.batch_documents):
         keep: list[tuple[str, str, bytes]] = []
@@ -224,7 +225,7 @@ def kept_documents(
                 text = curate.apply(doc.source, doc.text) if curate else doc.text
                 if text is not None:
                     keep.append((doc.source, text, digest))
-        encodings = tok.tokenizer.encode_batch([text for _, text, _ in keep], add_special_tokens=False)
+        encodings = encoder.encode_batch([text for _, text, _ in keep], add_special_tokens=False)
         for (source, text, digest), enc in zip(keep, encodings, strict=True):
             if len(enc.ids) < cfg.min_tokens:
                 log.drop("too_short", source, text, f"{len(enc.ids)} tokens")

@@ -45,7 +45,7 @@ from pretrain_trainer.data.prepare import (
 from pretrain_trainer.data.readers import Document, expand_inputs, input_bytes, read_documents
 from pretrain_trainer.data.shards import DTYPES, TokenizerMeta, dtype_for_vocab
 from pretrain_trainer.storage import ObjectStore, StorageOptions, open_store
-from pretrain_trainer.tokenizer.load import load_tokenizer
+from pretrain_trainer.tokenizer.load import document_encoder, load_tokenizer
 
 PARTS = "parts"
 DONE = "done.json"
@@ -144,7 +144,7 @@ def prepare_task(
     dtype = dtype_for_vocab(tok.vocab_size)
     bar = tqdm(total=sum(sizes[i] for i in mine), unit="B", unit_scale=True, desc=f"task {index}/{tasks}",
                disable=not progress)  # fmt: skip
-    run = _TaskRun(cfg, tok.tokenizer, curate, part, dtype, bar, options)
+    run = _TaskRun(cfg, document_encoder(tok.tokenizer), curate, part, dtype, bar, options)
     objects = {str(i): run.file(files[i], i) for i in mine}
     bar.close()
     counts = run.counts

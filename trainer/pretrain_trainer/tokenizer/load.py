@@ -28,6 +28,15 @@ def first_present(tok: Tokenizer, candidates: tuple[str, ...]) -> int | None:
     return next((i for i in map(tok.token_to_id, candidates) if i is not None), None)
 
 
+def document_encoder(tok: Tokenizer) -> Tokenizer:
+    """A copy of `tok` that encodes a document's text as text: the spelling of a special token inside it
+    ("<|endoftext|>", "[MASK]", "<extra_id_0>") becomes ordinary pieces, never the control token, so a document
+    can neither end itself early nor plant a mask or a sentinel. Same vocabulary and fingerprint."""
+    copy = Tokenizer.from_str(tok.to_str())
+    copy.encode_special_tokens = True
+    return copy
+
+
 def fingerprint(tokenizer_json: str) -> str:
     """sha256 of the tokenizer's canonical JSON: identical for the same vocabulary and rules, whatever the
     file's formatting, so shards can prove which tokenizer made them."""
