@@ -62,12 +62,14 @@ def _hf_bart(folder: Path, tokenizer_uri: str, s3, vocab_size: int) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["t5", "bart"])
-def test_two_processes_learn_and_one_process_resumed_halfway_follows_the_same_curve(
+def test_two_processes_learn_and_export_and_one_process_resumed_halfway_follows_the_same_curve(
     arch, datasets, s3_endpoint, s3, child_env, tmp_path
 ):
     """2 processes train 8 steps from scratch (T5) or from a Hugging Face folder the test writes, with a
-    vocabulary to grow (BART); 1 process resumed from their step-4 checkpoint gives the same losses for steps
-    5-8: the corruption follows the sample, not the rank, the world size or the restart."""
+    vocabulary to grow (BART), and export a model that generates. BART (the objective whose corruption draws the
+    most numbers per sample) then resumes on 1 process from their step-4 checkpoint with the same losses for
+    steps 5-8: the corruption follows the sample, not the rank, the world size or the restart. (Span corruption
+    has the same per-sample seeding, `Seq2Seq.batch`; unit-tested, and one resume run fewer on CI.)"""
     model: dict = {}
     if arch == "bart":
         job_vocab = read_tokenizer(datasets["bart"].tokenizer, s3)[0].get_vocab_size(with_added_tokens=True)
@@ -94,6 +96,8 @@ def test_two_processes_learn_and_one_process_resumed_halfway_follows_the_same_cu
     generated = exported.generate(**ids, max_new_tokens=6, do_sample=False)
     assert generated.shape[0] == 1 and 1 < generated.shape[1] <= 7
 
+    if arch != "bart":
+        return
     resumed_job = _job(
         tmp_path / "job.yaml",
         arch,
