@@ -8,6 +8,7 @@ from dataclasses import asdict
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 from prometheus_client import generate_latest
 from transformers import BertConfig, BertModel
 
@@ -15,6 +16,7 @@ from pretrain_operator.progress import parse_progress
 from pretrain_trainer.cli import main
 from pretrain_trainer.config import ConfigError, parse_spec
 from pretrain_trainer.contract import PROGRESS_KEYS
+from pretrain_trainer.launch import free_port
 from pretrain_trainer.metrics import TrainerMetrics
 from pretrain_trainer.probe import (
     MAX_TOKENS,
@@ -195,3 +197,16 @@ def test_eval_probe_fine_tunes_on_the_token_task_and_prints_its_interval(tmp_pat
     for flag in ("--epochs", "--max-examples"):
         assert main(["eval", "probe", folder, "--fine-tune", flag, "0"]) == 2
         assert f"{flag}: must be >= 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_under_fsdp_every_rank_gathers_the_weights_for_the_probe_of_a_part_and_rank_zero_alone_reports(tmp_path):
+    """A probe target below the FSDP2 root (ELECTRA's discriminator) does not run the root's forward, which alone
+    gathers the root's own parameters (embeddings): without the gather it fails on sharded weights."""
+    from tests.support.dist_worker import probe_under_fsdp
+
+    trained(SPEC).save(str(tmp_path / "tokenizer.json"))  # one tokenizer for both ranks
+    mp.spawn(probe_under_fsdp, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    zero, one = (json.loads((tmp_path / f"rank-{rank}.json").read_text()) for rank in range(2))
+    assert len(zero["accuracies"]) == 1 and 0.1 < zero["accuracies"][0] <= 1 and one["accuracies"] == []
+    assert zero["sharded"] and one["sharded"]  # sharded again for training

@@ -60,7 +60,7 @@ class TrainingProbes:
 
         Under FSDP2 the parameters that `root` shards itself (embeddings, heads: those of no inner FSDP unit) are
         gathered only by its own forward, which a `target` below it does not run: they are gathered here for the
-        probe (every rank, a collective) and sharded again after it."""
+        probe (every rank, a collective), and every FSDP unit is sharded again after it."""
         if not (self.is_main or self.collective):
             return []
         gather = self.collective and hasattr(root, "unshard")
@@ -73,8 +73,10 @@ class TrainingProbes:
                 result = probe_model(target, self.tokenizer, task, self.spec.max_examples, device, autocast)
                 out.append((result, time.perf_counter() - started))
         finally:
-            if gather:
-                root.reshard()
+            if gather:  # every FSDP unit: one whose forward ran outside the root's keeps its weights otherwise
+                for module in root.modules():
+                    if hasattr(module, "reshard"):
+                        module.reshard()
         return out if self.is_main else []
 
 
