@@ -30,7 +30,10 @@ TEACHER = {
 
 
 def tokenizer(size: int = VOCAB) -> Tokenizer:
-    return Tokenizer(models.WordLevel({f"t{i}": i for i in range(size)}, unk_token="t0"))
+    """A word-level vocabulary of `size` ids whose first three are [PAD], [SEP] (the end of a document) and [MASK]:
+    one that `pretrainjob validate` reads as a masked-LM tokenizer."""
+    names = ["[PAD]", "[SEP]", "[MASK]", *(f"t{i}" for i in range(3, size))]
+    return Tokenizer(models.WordLevel({name: i for i, name in enumerate(names)}, unk_token="t3"))
 
 
 @pytest.fixture
