@@ -29,6 +29,7 @@ MUTABLE_FIELDS = (
     "workers.scaleDownAfterSeconds",
     "workers.scaleUpCooldownSeconds",
     "failurePolicy.maxRestarts",
+    "failurePolicy.restartInPlace",
     "ttlSecondsAfterFinished",
     "cleanPodPolicy",
     "activeDeadlineSeconds",

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from pretrain_trainer.contract import PENDING, RESTARTING, RUNNING, SUCCEEDED, SUSPENDED
 
-from . import children, elastic_steps
+from . import children, elastic_steps, in_place
 from .elastic import Bounds
 from .failure_steps import give_up
 from .planner import Plan, Planner, timestamp, tokens_after
@@ -63,6 +63,7 @@ def start_gang(p: Planner) -> Plan | None:
     p.out.create += children.build_pods(p.ref, spec, p.attempt, p.settings.image, size)
     elastic_steps.started(p, size)
     p.st.pop("nextStartTime", None)
+    in_place.new_gang(p.st)
     p.st["workersReady"] = 0
     p.transition(
         RESTARTING if p.old_phase == RESTARTING else PENDING,
@@ -101,9 +102,10 @@ def succeeded(p: Planner) -> Plan | None:
 
 
 def in_progress(p: Planner) -> Plan:
-    """Running once every worker runs (or is done); until then, what the first waiting worker waits for."""
+    """Running once every worker runs (or is done); until then, what the first waiting worker waits for. A pod
+    with in-place restarts runs once its trainers do (it is ready)."""
     replicas = elastic_steps.gang_size(p)
-    running = sum(w.state == "running" for w in p.current)
+    running = sum(w.state == "running" and (w.ready or w.restart_round is None) for w in p.current)
     done = sum(w.state == "succeeded" for w in p.current)
     p.st["workersReady"] = running
     if running + done == replicas:

@@ -126,6 +126,8 @@ def _env(job: JobRef, spec: PretrainJobSpec, index: int, attempt: int, nnodes: i
         c.PRETRAIN_DATA_CACHE_DIR: naming.DATA_CACHE_DIR,
         c.PRETRAIN_JOB_UID: job.uid or job.name,
     }
+    if spec.failure_policy.restart_in_place:
+        plain[c.PRETRAIN_RESTART_ROUND_FILE] = f"{naming.POD_INFO_DIR}/{naming.RESTART_ROUND_FILE}"
     env: list[dict[str, Any]] = [{"name": k, "value": str(v)} for k, v in plain.items()]
     env += hardening.cache_env()
     # /metrics listens on the pod IP, where the PodMonitor and the operator scrape (a local run keeps loopback).
@@ -212,11 +214,31 @@ def build_pod(
         "imagePullSecrets": [{"name": s} for s in workers.image_pull_secrets],
     }
     pod_spec.update({k: v for k, v in optional.items() if v})
+    if spec.failure_policy.restart_in_place:
+        _restart_in_place(container, pod_spec, annotations)
     meta = job.metadata(name, "worker")
     meta["labels"] = pod_labels(job, spec, index, attempt)
     if annotations:
         meta["annotations"] = annotations
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
+
+
+def _restart_in_place(container: dict[str, Any], pod_spec: dict[str, Any], annotations: dict[str, str]) -> None:
+    """What in-place restarts need (spec.failurePolicy.restartInPlace): the restart round as an annotation the
+    operator raises and a downward-API file the worker watches, and a readiness probe that fails while the pod's
+    trainer processes do not run for the round asked (they failed: the worker waits for the next round)."""
+    annotations[c.RESTART_ROUND_ANNOTATION] = "0"
+    item = {
+        "path": naming.RESTART_ROUND_FILE,
+        "fieldRef": {"fieldPath": f"metadata.annotations['{c.RESTART_ROUND_ANNOTATION}']"},
+    }
+    pod_spec["volumes"].append({"name": "pod-info", "downwardAPI": {"items": [item]}})
+    container["volumeMounts"].append({"name": "pod-info", "mountPath": naming.POD_INFO_DIR, "readOnly": True})
+    container["readinessProbe"] = {
+        "exec": {"command": ["cat", f"{naming.RUN_DIR}/{c.TRAINERS_RUNNING_FILE}"]},
+        "periodSeconds": 1,
+        "failureThreshold": 1,
+    }
 
 
 def build_pods(

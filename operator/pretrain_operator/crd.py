@@ -140,6 +140,17 @@ STATUS_FIELDS: dict[str, dict[str, Any]] = {
         "counted against failurePolicy.maxPreemptions, not maxRestarts.",
     },
     "nextStartTime": {"type": "string", "format": "date-time", "description": "When a restart's backoff ends."},
+    "restartRound": {
+        "type": "integer",
+        "description": "In-place restart round of the current gang (0 when it starts; each in-place restart of its "
+        "trainer processes raises it).",
+    },
+    "readyRound": {"type": "integer", "description": "The newest round in which every worker's trainers ran."},
+    "roundTime": {
+        "type": "string",
+        "format": "date-time",
+        "description": "Since when the current round waits for every worker's trainers to run.",
+    },
     "worldSize": {"type": "integer", "description": "Trainer processes of the current attempt."},
     "replicas": {
         "type": "integer",

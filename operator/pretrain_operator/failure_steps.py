@@ -48,7 +48,7 @@ def worker_failed(p: Planner) -> Plan | None:
         return _restart_after_preemption(p, cause) or _out_of_preemptions(p, cause)
     # A worker that said why it stopped is the cause; else the first by index. The others usually follow from it.
     first = min(failures, key=lambda w: (not w.result.get(ERROR), w.index))
-    return _restart(p, first) or _out_of_restarts(p, first)
+    return restart(p, first) or _out_of_restarts(p, first)
 
 
 def _restart_after_preemption(p: Planner, cause: Worker) -> Plan | None:
@@ -75,7 +75,7 @@ def _restart_after_preemption(p: Planner, cause: Worker) -> Plan | None:
     return p.stop_gang(p.current)
 
 
-def _restart(p: Planner, cause: Worker) -> Plan | None:
+def restart(p: Planner, cause: Worker) -> Plan | None:
     max_restarts = p.spec.failure_policy.max_restarts
     restarts = int(p.st.get("restarts") or 0)
     if restarts >= max_restarts:

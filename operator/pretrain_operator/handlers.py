@@ -20,10 +20,10 @@ from typing import Any
 import aiohttp
 import kopf
 
-from pretrain_trainer.contract import API_GROUP, PENDING, PLURAL, VERSION
+from pretrain_trainer.contract import API_GROUP, PENDING, PLURAL, RESTART_ROUND_ANNOTATION, VERSION
 
-from . import naming
-from .kube import CONFIG_MAPS, JOBS, PODS, SERVICES, ApiError, KubeClient, merge_patch
+from . import in_place, naming
+from .kube import CONFIG_MAPS, JOBS, NODES, PODS, SERVICES, ApiError, KubeClient, merge_patch
 from .lifecycle import Plan, Settings, plan, refused_by_api
 from .metrics import OperatorMetrics
 from .progress import scrape_progress
@@ -133,6 +133,23 @@ class Runtime:
             self.http = aiohttp.ClientSession()
         return await scrape_progress(self.http, rank0.pod_ip, rank0.metrics_port, name)
 
+    async def _node_readiness(self, names: set[str]) -> dict[str, bool]:
+        """Whether each node is Ready; a node that cannot be read counts as not Ready (the gang is recreated
+        rather than restarted in place)."""
+        assert self.kube is not None, "login runs before any handler"
+        out = {}
+        for node_name in sorted(names):
+            try:
+                node = await self.kube.get(NODES, "", node_name)
+            except ApiError as err:
+                if err.transient:
+                    raise
+                log.warning("cannot read node %s (%s): in-place restarts need `get nodes`", node_name, err)
+                node = None
+            conditions = ((node or {}).get("status") or {}).get("conditions") or []
+            out[node_name] = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        return out
+
     async def _reconcile(self, namespace: str, name: str, scrape: bool) -> None:
         assert self.kube is not None, "login runs before any handler"
         k = self.kube
@@ -144,7 +161,9 @@ class Runtime:
         service = await k.get(SERVICES, namespace, naming.service_name(name))
         now = datetime.now(timezone.utc)
         progress = await self._progress(name, pods, now) if scrape else None
-        result = plan(job, pods, config_map, service, progress, now, self.config.lifecycle)
+        workers = [read_worker(pod, now, self.config.lifecycle.stuck_grace_s) for pod in pods]
+        nodes = await self._node_readiness(in_place.nodes_to_check(workers))
+        result = plan(job, pods, config_map, service, progress, now, self.config.lifecycle, nodes)
         try:
             await self._apply(job, result)
         except ApiError as err:
@@ -179,6 +198,8 @@ class Runtime:
         patch = merge_patch(old_status, result.status)
         if patch:
             await k.patch(JOBS, ns, name, {"status": patch}, subresource="status")
+        for pod_name, round_ in result.annotate.items():  # in-place restarts: the workers watch this
+            await k.patch(PODS, ns, pod_name, {"metadata": {"annotations": {RESTART_ROUND_ANNOTATION: str(round_)}}})
         for pod in result.delete_pods:
             await k.delete(PODS, ns, pod)
         for pod in pods:

@@ -37,7 +37,7 @@ class Resource:
     def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
         root = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
         parts = (
-            [root, "namespaces", namespace, self.plural]
+            [root, *(["namespaces", namespace] if namespace else []), self.plural]
             + ([name] if name else [])
             + ([subresource] if subresource else [])
         )
@@ -48,6 +48,7 @@ PODS = Resource("", "v1", "pods")
 SERVICES = Resource("", "v1", "services")
 CONFIG_MAPS = Resource("", "v1", "configmaps")
 JOBS = Resource(API_GROUP, VERSION, PLURAL)
+NODES = Resource("", "v1", "nodes")  # cluster-scoped: namespace ""
 
 
 class ApiError(Exception):

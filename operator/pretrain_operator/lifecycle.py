@@ -1,6 +1,6 @@
 """The PretrainJob state machine as one pure function: what is observed in, what to do and the new status out.
 
-    plan(job, pods, config_map, service, progress, now, settings) -> Plan
+    plan(job, pods, config_map, service, progress, now, settings, nodes) -> Plan
 
 Phases: Pending (pods created, not all running) → Running → Succeeded, with Restarting (a gang restart after
 a worker failure or a preemption, or a resize), Suspended (spec.suspend) and Failed (invalid spec, a worker's
@@ -14,6 +14,8 @@ preemption, a vanished pod, an image that cannot be pulled within the grace peri
 pods are deleted and, once they are gone and the backoff has passed, a new attempt starts and the trainer
 resumes from its newest complete checkpoint. Pods keep stable names (their hostnames), so a new attempt waits
 for the old pods to be gone.
+A trainer that fails in healthy pods on Ready nodes is restarted in place instead (in_place.py): the pods stay,
+their trainer processes start again in a new rendezvous round.
 
 Elastic jobs (workers.minReplicas below replicas) resize the gang the same way, as a restart on another number
 of pods: elastic.py decides the size, elastic_steps.py applies it and holds the spare pods that find capacity.
@@ -21,9 +23,10 @@ of pods: elastic.py decides the size, elastic_steps.py applies it and holds the 
 `plan` is a chain of small steps, in this order; the first that settles the plan ends it: finished (clean-up,
 TTL) → invalid spec (admission) → children → suspended → deadline exceeded → old pods leaving → out of the
 size range (an edit) → gang start (after the backoff) → a worker failed (not retried, restart, or no restarts
-left) → elastic resize → succeeded → in progress; then the spare pods are settled, whatever step ended the plan.
-The steps live in gate_steps.py (up to suspended), attempt_steps.py (one attempt), failure_steps.py (a worker
-failed) and elastic_steps.py (the gang's size); the types and the Planner they share in planner.py.
+left) → trainers failed in running pods (in place, or a new gang) → elastic resize → succeeded → in progress; then
+the spare pods are settled, whatever step ended the plan. The steps live in gate_steps.py (up to suspended),
+attempt_steps.py (one attempt), failure_steps.py (a worker failed), in_place.py (trainers failed in running pods)
+and elastic_steps.py (the gang's size); the types and the Planner they share in planner.py.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any
 from pretrain_trainer.contract import FAILED
 from pretrain_trainer.errors import redact_url
 
-from . import attempt_steps, elastic_steps, failure_steps, gate_steps
+from . import attempt_steps, elastic_steps, failure_steps, gate_steps, in_place
 from .conditions import set_condition
 from .planner import Event, Plan, Planner, Settings, timestamp, tokens_after
 
@@ -52,6 +55,7 @@ def plan(
     progress: dict[str, Any] | None,
     now: datetime,
     settings: Settings,
+    nodes: dict[str, bool] | None = None,
 ) -> Plan:
     """Everything the operator should do for `job` now. Pure: same inputs, same plan.
 
@@ -59,7 +63,7 @@ def plan(
     add to the plan (the children, the attempt number, progress)."""
     try:
         p = Planner(job, pods, now, settings)
-        p.config_map, p.service, p.progress = config_map, service, progress
+        p.config_map, p.service, p.progress, p.nodes = config_map, service, progress, nodes
         out = _steps(p)
         elastic_steps.settle_spares(p, out)
         if p.deadline_in is not None:  # look again when the deadline passes
@@ -84,6 +88,7 @@ def _steps(p: Planner) -> Plan:
         or attempt_steps.start_gang(p)
         or attempt_steps.merge_progress(p)
         or failure_steps.worker_failed(p)
+        or in_place.trainers_failed(p)
         or elastic_steps.rescale(p)
         or attempt_steps.succeeded(p)
         or attempt_steps.in_progress(p)

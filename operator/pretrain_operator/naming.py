@@ -31,6 +31,8 @@ CONFIG_FILE = "job.yaml"
 TERMINATION_LOG = "/dev/termination-log"
 RUN_DIR = "/tmp/run"
 DATA_CACHE_DIR = "/cache/data"  # the node-local block cache the ranks of a pod share (spec.data.cacheMib)
+POD_INFO_DIR = "/etc/pretrainjob-pod"  # the downward-API volume: the restart round (spec.failurePolicy.restartInPlace)
+RESTART_ROUND_FILE = "restart-round"
 
 
 SPARE_COMPONENT = "spare"  # app.kubernetes.io/component of spare pods (workers: "worker")

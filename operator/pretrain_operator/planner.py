@@ -35,6 +35,7 @@ class Settings:
     backoff_max_s: float = 600.0
     resync_s: float = 10.0  # how often an active job is looked at without an event (progress, timeouts)
     policy: Policy = field(default_factory=Policy)  # what job authors may choose for their pods
+    round_timeout_s: float = 60.0  # an in-place restart round whose trainers do not all run by then: a new gang
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Plan:
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
     restart_reason: str = ""  # set when this plan starts a gang restart after a failure
+    annotate: dict[str, int] = field(default_factory=dict)  # pod name -> the in-place restart round to ask for
 
 
 def tokens_after(spec: PretrainJobSpec, step: int) -> int:
@@ -81,6 +83,7 @@ class Planner:
     config_map: dict[str, Any] | None = None
     service: dict[str, Any] | None = None
     progress: dict[str, Any] | None = None
+    nodes: dict[str, bool] | None = None  # readiness of the nodes in_place.nodes_to_check named
 
     def __init__(self, job: dict[str, Any], pods: list[dict[str, Any]], now: datetime, settings: Settings) -> None:
         self.job, self.now, self.settings = job, now, settings

@@ -19,6 +19,7 @@ from pretrain_trainer.contract import (
     EXIT_PREEMPTED,
     EXIT_STALLED,
     EXIT_STORAGE_UNAVAILABLE,
+    RESTART_ROUND_ANNOTATION,
 )
 
 from . import naming
@@ -55,6 +56,11 @@ class Worker:
     # unlike a worker that merely exited 143 because the gang was stopped.
     displaced: bool = False
     unschedulable_since: datetime | None = None  # a pending pod the scheduler could not place: since when
+    # In-place restarts (spec.failurePolicy.restartInPlace): the round the pod was asked for (None: a pod without
+    # them), whether its trainers run for it (its container is ready), and the node it runs on.
+    restart_round: int | None = None
+    ready: bool = False
+    node: str = ""
 
     @property
     def retryable(self) -> bool:
@@ -99,6 +105,14 @@ def _metrics_port(pod: dict[str, Any]) -> int:
     return 0
 
 
+def _restart_round(meta: dict[str, Any]) -> int | None:
+    value = (meta.get("annotations") or {}).get(RESTART_ROUND_ANNOTATION)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:  # edited by hand: the operator writes the round again
+        return -1
+
+
 _EXIT_REASONS = {
     EXIT_PREEMPTED: "Preempted",
     EXIT_BAD_CONFIG: "InvalidConfig",
@@ -135,6 +149,8 @@ def read_worker(pod: dict[str, Any], now: datetime, stuck_grace_s: float) -> Wor
         "displaced": any(
             c.get("type") == "DisruptionTarget" and c.get("status") == "True" for c in status.get("conditions") or []
         ),
+        "restart_round": _restart_round(meta),
+        "node": (pod.get("spec") or {}).get("nodeName") or "",
     }
     phase = status.get("phase", "Pending")
     term = _terminated(pod)
@@ -155,7 +171,8 @@ def read_worker(pod: dict[str, Any], now: datetime, stuck_grace_s: float) -> Wor
     if meta.get("deletionTimestamp"):
         return Worker(**base, state="terminating")
     if phase == "Running":
-        return Worker(**base, state="running")
+        statuses = status.get("containerStatuses") or []
+        return Worker(**base, state="running", ready=bool(statuses) and all(cs.get("ready") for cs in statuses))
     waiting = _waiting(pod)
     if waiting and waiting.get("reason") in STUCK_REASONS:
         since = parse_time(meta.get("creationTimestamp")) or now

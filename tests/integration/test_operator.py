@@ -90,6 +90,8 @@ def pods(api: ApiServer, name: str = "tiny") -> list[dict[str, Any]]:
 
 def set_pod(api: ApiServer, pod: dict[str, Any], phase_: str, exit_code: int | None = None, **extra: Any) -> None:
     status: dict[str, Any] = {"phase": phase_, "podIP": "127.0.0.1", **extra}
+    if phase_ == "Running":  # its trainers run: the readiness probe passed
+        status["containerStatuses"] = [{"name": "trainer", "ready": True, "state": {"running": {}}}]
     if exit_code is not None:
         status["containerStatuses"] = [{"name": "trainer", "state": {"terminated": {"exitCode": exit_code}}}]
     api.patch("v1", "pods", NS, pod["metadata"]["name"], {"status": status}, sub="status")

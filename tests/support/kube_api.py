@@ -52,6 +52,7 @@ RESOURCES: dict[str, kmock.ResourceInfo] = {
     "events.k8s.io/v1/events": kmock.ResourceInfo(kind="Event", namespaced=True, verbs={"create"}),
     # kopf waits until discovery lists namespaces and CRDs before it watches anything.
     "v1/namespaces": kmock.ResourceInfo(kind="Namespace", namespaced=False),
+    "v1/nodes": kmock.ResourceInfo(kind="Node", namespaced=False),
     "apiextensions.k8s.io/v1/customresourcedefinitions": kmock.ResourceInfo(
         kind="CustomResourceDefinition", namespaced=False
     ),

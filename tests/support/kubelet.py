@@ -13,6 +13,12 @@ reason Unschedulable, as the scheduler reports it, and starts, oldest first, onc
 capacity below what runs evicts the pods started last, as a node under pressure or a preempting scheduler would:
 a `DisruptionTarget` condition, SIGTERM (they checkpoint and exit 143), then phase Failed.
 
+In-place restarts: the pods run on one Node object (`NODE`, Ready; `set_node_ready(False)` plays a failing
+node), a downward-API volume's annotation files are rewritten when the pod's annotations change, and an exec
+readiness probe runs every periodSeconds (the container's `ready` and the pod's Ready condition follow it).
+`kill_trainer(pod)` kills one trainer process inside a pod, leaving its worker alive. A pod's processes, trainers
+in their own sessions included, all die when it is killed or force-deleted, as a container's would.
+
 Pods are loopback processes, so names are mapped as a cluster network would: the job's rendezvous host
 (`<job>-worker-0.<job>.<ns>.svc`) resolves to 127.0.0.1, and the rendezvous port (contract.RENDEZVOUS_PORT)
 becomes a free port per gang, since all pods share one network namespace here.
@@ -21,6 +27,7 @@ becomes a free port per gang, since all pods share one network namespace here.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import shutil
 import signal
@@ -46,6 +53,29 @@ _EVICTED = {
     "message": "evicted: the kubelet fixture's capacity was lowered",
 }
 POD_IP = "127.0.0.1"  # every pod shares the host's loopback
+NODE = "kubelet-fixture"  # the one node every pod runs on
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (Linux: /proc/<pid>/task/<tid>/children), children first."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids = [int(k) for k in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+        for kid in kids:
+            out += [kid, *_descendants(kid)]
+    return out
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a pod's process and everything it started (in its own sessions too), as a container's end does."""
+    for p in [pid, *_descendants(pid)]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(p, signal.SIGKILL)
 
 
 @dataclass
@@ -60,6 +90,11 @@ class RunningPod:
     terminating_since: float | None = None
     done: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    probe: list[str] | None = None  # the readiness probe's exec command, mapped to this pod's folders
+    probe_period_s: float = 10.0
+    next_probe: float = 0.0
+    ready: bool = True
+    downward: dict[Path, str] = field(default_factory=dict)  # file -> the annotation it shows
 
 
 class Kubelet:
@@ -78,20 +113,40 @@ class Kubelet:
         self._unschedulable: set[tuple[str, str]] = set()  # pods told they do not fit
 
     def __enter__(self) -> Kubelet:
+        self.api.create("v1", "nodes", None, {"metadata": {"name": NODE}, "status": {"conditions": []}})
+        self.set_node_ready(True)
         self._thread.start()
         return self
+
+    def set_node_ready(self, ready: bool) -> None:
+        condition = {"type": "Ready", "status": "True" if ready else "False", "reason": "KubeletReady"}
+        self.api.patch("v1", "nodes", None, NODE, {"status": {"conditions": [condition]}})
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(30)
         for pod in self.pods.values():
             if pod.proc.poll() is None:
-                os.killpg(pod.proc.pid, signal.SIGKILL)
+                _kill_tree(pod.proc.pid)
                 pod.proc.wait()
 
     def kill(self, pod_name: str, sig: int = signal.SIGKILL) -> None:
-        """Kill a pod's processes, as a crash or an OOM kill would (the pod then fails)."""
-        os.killpg(self._live(pod_name).proc.pid, sig)
+        """Signal a pod's main process group; SIGKILL kills everything in the pod, as a container's crash or an OOM
+        kill does (the pod then fails)."""
+        pod = self._live(pod_name)
+        if sig == signal.SIGKILL:
+            _kill_tree(pod.proc.pid)
+        else:
+            os.killpg(pod.proc.pid, sig)
+
+    def kill_trainer(self, pod_name: str, sig: int = signal.SIGKILL) -> int:
+        """Kill one trainer process of a running pod (a crash inside the container; the worker lives on); its pid."""
+        for pid in _descendants(self._live(pod_name).proc.pid):
+            with contextlib.suppress(OSError):
+                if b"pretrain_trainer" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, sig)
+                    return pid
+        raise AssertionError(f"{pod_name} runs no trainer process")
 
     def freeze(self, pod_name: str) -> None:
         """Stop a pod's processes where they are (SIGSTOP); signals sent meanwhile wait until `thaw`."""
@@ -140,7 +195,7 @@ class Kubelet:
             self._watch_process(running, pod)
         for key, running in self.pods.items():
             if key not in seen and running.proc.poll() is None:  # force-deleted
-                os.killpg(running.proc.pid, signal.SIGKILL)
+                _kill_tree(running.proc.pid)
         self._evict_over_capacity()
 
     def _holding(self) -> list[RunningPod]:
@@ -181,11 +236,14 @@ class Kubelet:
                 running.terminating_since = time.monotonic()
                 os.killpg(running.proc.pid, signal.SIGTERM)
             elif code is None and time.monotonic() - (running.terminating_since or 0) > running.grace_s:
-                os.killpg(running.proc.pid, signal.SIGKILL)
+                _kill_tree(running.proc.pid)
             elif code is not None:
                 running.done = True
                 self.api.delete("v1", "pods", meta["namespace"], meta["name"], grace=0)
             return
+        if code is None:
+            self._update_downward(running, meta)
+            self._probe(running, meta)
         if code is not None and not running.done:
             running.done = True
             code = 128 - code if code < 0 else code
@@ -199,6 +257,28 @@ class Kubelet:
                 status["conditions"] = [_EVICTED]
             self.api.patch("v1", "pods", meta["namespace"], meta["name"], {"status": status}, sub="status")
 
+    def _update_downward(self, running: RunningPod, meta: dict[str, Any]) -> None:
+        """Rewrite a downward-API file whose annotation changed (atomically, as the kubelet swaps them)."""
+        annotations = meta.get("annotations") or {}
+        for path, key in running.downward.items():
+            value = annotations.get(key, "")
+            if path.read_text() != value:
+                tmp = path.with_name(f".{path.name}.tmp")
+                tmp.write_text(value)
+                tmp.replace(path)
+
+    def _probe(self, running: RunningPod, meta: dict[str, Any]) -> None:
+        if running.probe is None or time.monotonic() < running.next_probe:
+            return
+        running.next_probe = time.monotonic() + running.probe_period_s
+        try:
+            ok = subprocess.run(running.probe, capture_output=True, timeout=5, check=False).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            ok = False
+        if ok != running.ready:
+            running.ready = ok
+            self.api.patch("v1", "pods", meta["namespace"], meta["name"], {"status": _running(ok)}, sub="status")
+
     # ------------------------------------------------------------------------------------------ start a pod
 
     def _start(self, pod: dict[str, Any]) -> RunningPod:
@@ -209,6 +289,7 @@ class Kubelet:
         container = spec["containers"][0]
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
         mounts: dict[str, Path] = {}
+        downward: dict[Path, str] = {}
         for mount in container.get("volumeMounts", []):
             path = root / mount["mountPath"].lstrip("/")
             path.mkdir(parents=True, exist_ok=True)
@@ -218,6 +299,12 @@ class Kubelet:
                 cm = self.api.get("v1", "configmaps", ns, volume["configMap"]["name"])
                 for key, text in (cm or {}).get("data", {}).items():
                     (path / key).write_text(text)
+            for item in (volume.get("downwardAPI") or {}).get("items", []):
+                field_path = item["fieldRef"]["fieldPath"]
+                annotation = field_path.removeprefix("metadata.annotations['").removesuffix("']")
+                assert annotation != field_path, f"the kubelet fixture shows annotations only, not {field_path}"
+                downward[path / item["path"]] = annotation
+                (path / item["path"]).write_text((meta.get("annotations") or {}).get(annotation, ""))
         job = meta["labels"][naming.JOB_LABEL]
         attempt = meta["labels"][naming.ATTEMPT_LABEL]
         port = self._ports.setdefault((ns, job, attempt), free_port())
@@ -263,12 +350,25 @@ class Kubelet:
                 command, env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         self.history.append(name)
-        status = {
-            "phase": "Running",
-            "podIP": POD_IP,
-            "conditions": [{"type": "PodScheduled", "status": "True"}],
-            "containerStatuses": [{"name": "trainer", "ready": True, "state": {"running": {}}}],
-        }
-        self.api.patch("v1", "pods", ns, name, {"status": status}, sub="status")
+        probe = container.get("readinessProbe")
+        self.api.patch("v1", "pods", ns, name, {"spec": {"nodeName": NODE}})
+        self.api.patch("v1", "pods", ns, name, {"status": _running(probe is None)}, sub="status")
         grace = float(spec.get("terminationGracePeriodSeconds", 30))
-        return RunningPod(name, ns, root, proc, log, grace, termination_log)
+        pod_ = RunningPod(name, ns, root, proc, log, grace, termination_log, ready=probe is None, downward=downward)
+        if probe is not None:
+            pod_.probe = [local(a) for a in probe["exec"]["command"]]
+            pod_.probe_period_s = float(probe.get("periodSeconds", 10))
+        return pod_
+
+
+def _running(ready: bool) -> dict[str, Any]:
+    """A running pod's status, ready or not (its container's readiness and the pod's Ready condition)."""
+    return {
+        "phase": "Running",
+        "podIP": POD_IP,
+        "conditions": [
+            {"type": "PodScheduled", "status": "True"},
+            {"type": "Ready", "status": "True" if ready else "False"},
+        ],
+        "containerStatuses": [{"name": "trainer", "ready": ready, "state": {"running": {}}}],
+    }

@@ -105,6 +105,7 @@ NAMESPACED_PERMISSIONS = {
 CLUSTER_PERMISSIONS = {
     ("", "namespaces"): {"get", "list", "watch"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
+    ("", "nodes"): {"get"},  # in-place restarts only where every node of the gang is Ready
 }
 
 

@@ -250,7 +250,7 @@ def test_scheduling_fields_and_extra_metadata_are_carried(pods):
         assert spec["serviceAccountName"] == "trainer"
         assert spec["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
         assert pod["metadata"]["labels"]["team"] == "nlp"
-        assert pod["metadata"]["annotations"] == {"cost-center": "research"}
+        assert pod["metadata"]["annotations"] == {"cost-center": "research", c.RESTART_ROUND_ANNOTATION: "0"}
 
 
 def test_empty_optional_fields_are_left_out():
@@ -269,8 +269,33 @@ def test_empty_optional_fields_are_left_out():
         "imagePullSecrets",
     ):
         assert key not in pod["spec"], key
-    assert "annotations" not in pod["metadata"]
+    assert pod["metadata"]["annotations"] == {c.RESTART_ROUND_ANNOTATION: "0"}  # failurePolicy.restartInPlace
     assert not any(e["name"].startswith("AWS_") for e in container(pod)["env"])
+
+
+def test_in_place_restarts_show_the_pods_restart_round_to_the_worker_and_probe_its_trainers(pods):
+    for pod in pods:
+        assert pod["metadata"]["annotations"][c.RESTART_ROUND_ANNOTATION] == "0"  # a new gang starts in round 0
+        (volume,) = [v for v in pod["spec"]["volumes"] if "downwardAPI" in v]
+        (item,) = volume["downwardAPI"]["items"]
+        assert item["fieldRef"]["fieldPath"] == f"metadata.annotations['{c.RESTART_ROUND_ANNOTATION}']"
+        (mount,) = [m for m in container(pod)["volumeMounts"] if m["name"] == volume["name"]]
+        assert mount["readOnly"] and env_values(pod)[c.PRETRAIN_RESTART_ROUND_FILE] == (
+            f"{mount['mountPath']}/{item['path']}"
+        )
+        probe = container(pod)["readinessProbe"]
+        run_dir = env_values(pod)[c.PRETRAIN_RUN_DIR]
+        assert probe["exec"]["command"] == ["cat", f"{run_dir}/{c.TRAINERS_RUNNING_FILE}"]
+        assert probe["periodSeconds"] == 1
+
+
+def test_without_in_place_restarts_pods_carry_no_round_no_probe_and_no_round_file():
+    spec = check("tiny", "ml", {**SPEC, "failurePolicy": {"restartInPlace": False}})
+    pod = children.build_pod(make_job("tiny"), spec, 0, 1, IMAGE)
+    assert c.RESTART_ROUND_ANNOTATION not in pod["metadata"]["annotations"]
+    assert "readinessProbe" not in container(pod)
+    assert not [v for v in pod["spec"]["volumes"] if "downwardAPI" in v]
+    assert c.PRETRAIN_RESTART_ROUND_FILE not in env_values(pod)
 
 
 def test_operator_labels_win_over_user_labels_of_the_same_key():

@@ -29,6 +29,7 @@ from pretrain_trainer.contract import (
     EXIT_STALLED,
     EXIT_STORAGE_UNAVAILABLE,
     KIND,
+    RESTART_ROUND_ANNOTATION,
 )
 from pretrain_trainer.report import failure_record, termination_record
 from tests.support.crd_schema import schema_errors
@@ -139,6 +140,7 @@ class Cluster:
         self.config_map: dict[str, Any] | None = None
         self.service: dict[str, Any] | None = None
         self.last: Plan | None = None
+        self.nodes: dict[str, bool] | None = None  # node readiness, as the operator read it (in-place restarts)
 
     @property
     def status(self) -> dict[str, Any]:
@@ -150,15 +152,14 @@ class Cluster:
     def reconcile(self, progress: dict[str, Any] | None = None) -> Plan:
         inputs = (self.job, list(self.pods.values()), self.config_map, self.service, progress)
         before = copy.deepcopy(inputs)
-        out = plan(*inputs, self.now, self.settings)
+        out = plan(*inputs, self.now, self.settings, self.nodes)
         assert inputs == before, "plan() mutated its inputs"
         manifest = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": "x"}, "spec": BASE_SPEC}
         assert schema_errors({**manifest, "status": out.status}) == []
         if not out.delete_job:
             fed_back = {**self.job, "status": out.status}
-            again = plan(
-                fed_back, list(self.pods.values()), self.config_map, self.service, progress, self.now, self.settings
-            )
+            pods = list(self.pods.values())
+            again = plan(fed_back, pods, self.config_map, self.service, progress, self.now, self.settings, self.nodes)
             assert again.events == [], "a second plan with the same observations emitted events"
             assert again.status == out.status, "a second plan with the same observations changed the status"
         self.apply(out)
@@ -188,6 +189,8 @@ class Cluster:
         for name in out.delete_pods:
             if name in self.pods:
                 self.pods[name]["metadata"].setdefault("deletionTimestamp", timestamp(self.now))
+        for name, round_ in out.annotate.items():
+            self.pods[name]["metadata"].setdefault("annotations", {})[RESTART_ROUND_ANNOTATION] = str(round_)
 
     # what happens in the cluster between reconciles
 

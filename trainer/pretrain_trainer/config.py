@@ -608,6 +608,13 @@ class FailurePolicySpec:
         "-1: unlimited.",
         minimum=-1,
     )
+    restart_in_place: bool = spec_field(
+        True,
+        doc="After a trainer process fails while every worker pod runs on a Ready node, restart the trainer "
+        "processes inside the pods they run in (a new rendezvous round, resuming from the newest checkpoint) "
+        "instead of recreating the gang; a lost, evicted or failed pod or a node that is not Ready still gets a "
+        "new gang. Both count against maxRestarts.",
+    )
 
 
 @dataclass(frozen=True)

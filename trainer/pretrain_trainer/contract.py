@@ -75,6 +75,17 @@ SECRET_VARIABLES = (AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, PRETRAIN_CHECKPOIN
 # The node-local block cache the ranks of a pod share (the operator mounts it, sized by spec.data.cacheMib).
 PRETRAIN_DATA_CACHE_DIR = "PRETRAIN_DATA_CACHE_DIR"
 
+# --- in-place restarts (spec.failurePolicy.restartInPlace) ------------------------------------------------------------
+
+# A worker pod's restart round: the operator raises it on every pod of the gang to restart the trainer processes in
+# the pods they run in (a trainer failed, the pods and nodes are healthy). A downward-API volume shows it to the
+# worker as a file, whose path the pod's PRETRAIN_RESTART_ROUND_FILE holds; unset, a worker exits on a failure.
+RESTART_ROUND_ANNOTATION = f"{API_GROUP}/restart-round"
+PRETRAIN_RESTART_ROUND_FILE = "PRETRAIN_RESTART_ROUND_FILE"
+# In the worker's PRETRAIN_RUN_DIR while its trainer processes run for the round asked (the pod's readiness probe
+# reads it): its absence in a running pod of a round that was ready tells the operator the trainers failed.
+TRAINERS_RUNNING_FILE = "trainers-running"
+
 # --- exit codes of a trainer process (and of `pretrainjob worker`, which passes them on) --------------------------
 
 EXIT_OK = 0

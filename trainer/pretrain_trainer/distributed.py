@@ -31,6 +31,9 @@ class DistEnv:
     world_size: int = 1
     master_addr: str = "127.0.0.1"
     master_port: int = RENDEZVOUS_PORT
+    # The launcher's run id (TORCHELASTIC_RUN_ID): the store's keys live under it, so a new rendezvous round of an
+    # in-place restart never reads a previous round's keys, even from a store that has not gone yet.
+    run_id: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DistEnv:
@@ -42,6 +45,7 @@ class DistEnv:
                 world_size=int(env.get("WORLD_SIZE", 1)),
                 master_addr=env.get(MASTER_ADDR, "127.0.0.1"),
                 master_port=int(env.get(MASTER_PORT, RENDEZVOUS_PORT)),
+                run_id=env.get("TORCHELASTIC_RUN_ID", ""),
             )
         except ValueError as err:
             raise ValueError(f"RANK/LOCAL_RANK/WORLD_SIZE/MASTER_PORT must be integers: {err}") from err
@@ -79,7 +83,7 @@ def init(env: DistEnv, collective_timeout_s: float = 1800.0) -> torch.device:
         )
         dist.init_process_group(
             backend="nccl" if device.type == "cuda" else "gloo",
-            store=store,
+            store=dist.PrefixStore(env.run_id, store) if env.run_id else store,
             rank=env.rank,
             world_size=env.world_size,
             timeout=timedelta(seconds=collective_timeout_s),

@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GRACE_S = 30.0
 _POLL_S = 0.05
+# run_local's answer when its `new_round` said so: the ranks were stopped for a new restart round (no exit code).
+NEW_ROUND = -1
 
 
 def available_cpus() -> int:
@@ -195,7 +197,13 @@ def run_worker(job_path: str, env: Mapping[str, str] | None = None, rendezvous_t
     env = os.environ if env is None else env
     node = Node.from_env(env)
     wait_for_host(node.master_addr, rendezvous_timeout_s)
-    return run_local(job_path, node.nproc, Path(env.get(contract.PRETRAIN_RUN_DIR, "runs/worker")), node=node)
+    run_dir = Path(env.get(contract.PRETRAIN_RUN_DIR, "runs/worker"))
+    round_file = env.get(contract.PRETRAIN_RESTART_ROUND_FILE)
+    if round_file:  # in-place restarts: the pod outlives a trainer failure (worker_rounds.py)
+        from pretrain_trainer.worker_rounds import run_rounds
+
+        return run_rounds(job_path, node, run_dir, Path(round_file))
+    return run_local(job_path, node.nproc, run_dir, node=node)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -295,11 +303,19 @@ def _start_rank(
 
 
 def _supervise(
-    procs: list[subprocess.Popen[bytes]], stop_signal: list[int], kill_now: threading.Event, grace_s: float
+    procs: list[subprocess.Popen[bytes]],
+    stop_signal: list[int],
+    kill_now: threading.Event,
+    grace_s: float,
+    new_round: Callable[[], bool] | None = None,
 ) -> int:
     """Wait for the gang: 0 when every rank succeeds; at the first failure (or a signal to the launcher) stop the
-    others and return that rank's exit code (or 128 + the signal)."""
+    others and return that rank's exit code (or 128 + the signal); NEW_ROUND once `new_round()` says so, after
+    killing every rank at once."""
     while True:
+        if new_round is not None and new_round():
+            _stop_all(procs, 0.0, kill_now)
+            return NEW_ROUND
         if stop_signal:
             name = signal.Signals(stop_signal[0]).name
             print(
@@ -335,9 +351,11 @@ def run_local(
     *,
     grace_s: float = DEFAULT_GRACE_S,
     node: Node | None = None,
+    new_round: Callable[[], bool] | None = None,
 ) -> int:
     """Run `python -m <module> --config <job_path>` as `nproc` ranks here; the exit code of the run (0, the first
-    failing rank's, or 128 + the signal that stopped the launcher). `extra_env` is added to this process's
+    failing rank's, or 128 + the signal that stopped the launcher; NEW_ROUND when `new_round`, polled while the
+    ranks run, said to stop them for an in-place restart round). `extra_env` is added to this process's
     environment before worker_env applies the contract (so it can set e.g. OMP_NUM_THREADS or PYTHONPATH, not
     RANK). `node` places them in a multi-node job (a pod); without it they are the whole world, on loopback.
     Raises ConfigError for an invalid job."""
@@ -386,7 +404,7 @@ def run_local(
             proc, pump = _start_rank(rank, n, cmd, node, base, run_dir, out)
             procs.append(proc)
             pumps.append(pump)
-        result = _supervise(procs, stop_signal, kill_now, grace_s)
+        result = _supervise(procs, stop_signal, kill_now, grace_s, new_round)
     finally:
         # Also on an exception in this function: no trainer outlives its launcher.
         for p in procs:
@@ -402,4 +420,4 @@ def run_local(
     return result
 
 
-__all__ = ["Node", "available_cpus", "free_port", "run_local", "run_worker", "wait_for_host", "worker_env"]
+__all__ = ["NEW_ROUND", "Node", "available_cpus", "free_port", "run_local", "run_worker", "wait_for_host", "worker_env"]

@@ -117,9 +117,13 @@ No Secrets: worker pods name the S3 credentials Secret, the operator never reads
 {{- end }}
 
 {{/*
-Cluster-scoped reads kopf needs to scan namespaces and find its custom resource definition.
+Cluster-scoped reads kopf needs to scan namespaces and find its custom resource definition, and the operator's
+look at the nodes of a gang whose trainers stopped (in-place restarts only on Ready nodes).
 */}}
 {{- define "pretrain-operator.clusterRules" -}}
+- apiGroups: [""]
+  resources: ["nodes"]
+  verbs: ["get"]
 - apiGroups: [""]
   resources: ["namespaces"]
   verbs: ["get", "list", "watch"]
