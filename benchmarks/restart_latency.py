@@ -42,7 +42,7 @@ from tests.support.s3 import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--replicas", type=int, default=2, help="worker pods (1 trainer process each)")
-    parser.add_argument("--steps", type=int, default=400, help="training.maxSteps (enough to outlast both failures)")
+    parser.add_argument("--steps", type=int, default=1_000_000, help="training.maxSteps (more than both failures take)")
     parser.add_argument("--verbose", action="store_true", help="also print the workers' and operator's timeline")
     args = parser.parse_args()
     with start_local_s3() as endpoint, tempfile.TemporaryDirectory() as tmp:
@@ -64,7 +64,7 @@ def main() -> None:
             storage={"credentialsSecret": SECRET},
             metrics={"port": free_port()},
             checkpoint={"uri": f"s3://bench-restarts/runs/{name}", "everySteps": 5},
-            training={"maxSteps": args.steps, "logEverySteps": 100},
+            training={"maxSteps": args.steps, "logEverySteps": 1000, "evalEverySteps": 0},
         )
         with e2e_cluster(Path(tmp) / "nodes") as (api, kubelet, op):
             api.create(API_VERSION, PLURAL, NS, yaml.safe_load(path.read_text()))

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from pretrain_trainer.contract import API_VERSION, PLURAL
 from pretrain_trainer.launch import free_port
@@ -93,40 +92,34 @@ def test_a_crashed_trainer_restarts_in_place_and_a_lost_pod_recreates_the_gang(
 ) -> None:
     api, kubelet, op = cluster
     name = "e2e-paths"
-    training = {"maxSteps": 150, "logEverySteps": 50}
+    # More steps than the test waits for, however fast they run: it ends by deleting the job.
+    training = {"maxSteps": 1_000_000, "logEverySteps": 1000, "evalEverySteps": 0}
     apply(api, job_manifest(tmp_path, dataset, s3_endpoint, name, training=training, checkpoint={"everySteps": 5}))
     wait_for("a checkpoint", lambda: checkpointed(kubelet, api, name) >= 5, 240, op)
 
     in_place = crash_trainer(api, kubelet, op, name, replicas=2)
     assert in_place.uids_after == in_place.uids_before  # the same pods
-    assert in_place.resumed_from >= 5
+    assert in_place.resumed_from >= 5  # from a checkpoint, not from scratch
     st = status(api, name)
     assert st["restarts"] == 1 and st["attempt"] == 1 and st["restartRound"] == 1
+    assert kubelet.history.count(f"{name}-worker-1") == 1  # its worker was never restarted
 
     recreated = lose_pod(api, kubelet, op, name, replicas=2)
     assert all(recreated.uids_after[p] != recreated.uids_before[p] for p in recreated.uids_before)  # a new gang
     assert recreated.resumed_from >= in_place.resumed_from
+    st = status(api, name)
+    assert st["restarts"] == 2 and st["attempt"] == 2 and st.get("restartRound", 0) == 0
 
-    done = wait_for(
-        "Succeeded", lambda: (s := status(api, name)).get("phase") in ("Succeeded", "Failed") and s, 300, op
-    )
-    assert done["phase"] == "Succeeded", (done, kubelet.logs(f"{name}-worker-0")[-3000:])
-    assert done["step"] == 150 and done["restarts"] == 2 and done["attempt"] == 2
-    assert kubelet.history.count(f"{name}-worker-0") == 2  # started once per gang, not per round
-    resumed = summary(kubelet, f"{name}-worker-0")
-    assert resumed["resumed_from"] == recreated.resumed_from and resumed["steps"] == 150
-
-    # The operator posts events after the status patch: wait for the one that follows the Succeeded status.
     def events() -> list[dict[str, Any]]:
         return [e for e in api.list("v1", "events", NS) if e["involvedObject"]["name"] == name]
 
-    wait_for("the Completed event", lambda: any(e["reason"] == "Completed" for e in events()), 30, op)
+    wait_for("the WorkerLost event", lambda: any(e["reason"] == "WorkerLost" for e in events()), 30, op)
     in_place_events = [e["message"] for e in events() if e["reason"] == "RestartedInPlace"]
     assert len(in_place_events) == 1 and "in-place restart 1/3" in in_place_events[0]
     assert any(e["reason"] == "WorkerLost" and "gang restart 2/3" in e["message"] for e in events())
-    manifest = yaml.safe_load(api.get("v1", "configmaps", NS, f"{name}-config")["data"]["job.yaml"])
-    assert manifest["spec"]["workers"]["replicas"] == 2
     print(
         f"failure -> every rank training again: in place {in_place.seconds:.1f} s, "
         f"recreated {recreated.seconds:.1f} s ({recreated.seconds / in_place.seconds:.1f}x)"
     )
+    api.delete(API_VERSION, PLURAL, NS, name)
+    wait_for("the job's pods gone", lambda: not any(p.proc.poll() is None for p in kubelet.pods.values()), 60, op)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pretrain_operator.lifecycle import Settings
-from pretrain_trainer.contract import pod_name
+from pretrain_trainer.contract import API_VERSION, PLURAL, pod_name
 from tests.support.kube_api import ApiServer
 from tests.support.kubelet import Kubelet
 from tests.support.operator_run import OperatorThread, wait_for
@@ -108,14 +108,25 @@ def _recover(
     before = pod_uids(api, job, replicas)
     started = time.time()
     fail()
-    when, resumed_at, resumed_from = wait_for(
-        f"every rank of {job} training again ({path})",
-        lambda: _training_again(kubelet, api, job, started),
-        180,
-        op,
-    )
+    try:
+        when, resumed_at, resumed_from = wait_for(
+            f"every rank of {job} training again ({path})",
+            lambda: _training_again(kubelet, api, job, started),
+            180,
+            op,
+        )
+    except AssertionError as err:
+        raise AssertionError(f"{err}\n{diagnosis(api, kubelet, job, replicas)}") from None
     after = pod_uids(api, job, replicas)
     return Recovery(path, when - started, resumed_at - started, resumed_from, before, after)
+
+
+def diagnosis(api: ApiServer, kubelet: Kubelet, job: str, replicas: int) -> str:
+    """The job's status and events and its pods' logs, for a failure message."""
+    status = (api.get(API_VERSION, PLURAL, NS, job) or {}).get("status")
+    events = [(e["reason"], e["message"][:200]) for e in api.list("v1", "events", NS) if job in e["message"]]
+    logs = [f"--- {pod_name(job, i)}:\n{kubelet.logs(pod_name(job, i))[-4000:]}" for i in range(replicas)]
+    return "\n".join([f"status: {status}", f"events: {events}", *logs])
 
 
 def crash_trainer(api: ApiServer, kubelet: Kubelet, op: OperatorThread, job: str, replicas: int) -> Recovery:
