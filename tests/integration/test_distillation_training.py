@@ -1,4 +1,5 @@
-"""Distillation through the real trainer: a frozen teacher from a Hugging Face folder, DDP with gloo."""
+"""Distillation through the real trainer: a frozen teacher from a Hugging Face folder, one process and two
+FSDP processes over gloo."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch.distributed.checkpoint import FileSystemReader
 from transformers import BertConfig, BertForMaskedLM
 
 from pretrain_trainer.checkpoint.hf_export import copy_tokenizer
@@ -35,7 +37,7 @@ def teacher(data, s3, tmp_path_factory):
     return folder
 
 
-def test_one_and_two_processes_distil_the_same_curve_and_the_teacher_is_never_saved(
+def test_one_process_and_two_fsdp_processes_distil_the_same_curve_and_the_teacher_is_never_saved(
     data, teacher, s3_endpoint, child_env, tmp_path
 ):
     before = load_file(teacher / "model.safetensors")
@@ -52,7 +54,11 @@ def test_one_and_two_processes_distil_the_same_curve_and_the_teacher_is_never_sa
         data,
         s3_endpoint,
         kind="mlm",
-        **{**spec, "checkpoint": {"uri": str(tmp_path / "ckpt2"), "everySteps": 4}},
+        **{
+            **spec,
+            "training": {"maxSteps": 4, "parallelism": "fsdp"},  # the student sharded, the teacher whole on each rank
+            "checkpoint": {"uri": str(tmp_path / "ckpt2"), "everySteps": 4},
+        },
     )
     two = _run(job2, 2, tmp_path / "two", child_env)
     assert one["losses"] == pytest.approx(two["losses"], rel=1e-4, abs=1e-5)
@@ -60,6 +66,9 @@ def test_one_and_two_processes_distil_the_same_curve_and_the_teacher_is_never_sa
     last = next(r for r in records if r.get("step") == 4 and "loss" in r and "event" not in r)
     assert {"kd_loss", "mlm_loss", "cos_loss", "teacher_forward_seconds"} <= set(last)
 
+    sharded = FileSystemReader(str(tmp_path / "ckpt2" / "step-00000004")).read_metadata().state_dict_metadata
+    layers = {k.split("layer.")[1].split(".")[0] for k in sharded if k.startswith("model.") and "layer." in k}
+    assert layers == {"0", "1"} and not any("teacher" in k for k in sharded)  # the student's 2 layers, no teacher
     after = load_file(teacher / "model.safetensors")
     assert all(torch.equal(before[k], after[k]) for k in before)
     student = BertForMaskedLM.from_pretrained(Path(one["hf_export"].removeprefix("file://")))
