@@ -65,22 +65,45 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _selector_matches(selector: str, labels: dict[str, str]) -> bool:
+def _parse_selector(selector: str) -> list[tuple[str, str, str]]:
+    """A label selector as (operator, key, value) terms: "=", "!=", "exists", "!exists"."""
+    terms = []
     for term in filter(None, (t.strip() for t in selector.split(","))):
         if "!=" in term:
             k, v = term.split("!=", 1)
-            if labels.get(k) == v:
-                return False
+            terms.append(("!=", k, v))
         elif "=" in term:
             k, v = term.split("==" if "==" in term else "=", 1)
-            if labels.get(k) != v.lstrip("="):
-                return False
+            terms.append(("=", k, v.lstrip("=")))
         elif term.startswith("!"):
-            if term[1:] in labels:
-                return False
-        elif term not in labels:
+            terms.append(("!exists", term[1:], ""))
+        else:
+            terms.append(("exists", term, ""))
+    return terms
+
+
+def _terms_match(terms: list[tuple[str, str, str]], labels: dict[str, str]) -> bool:
+    for op, k, v in terms:
+        if op == "=" and labels.get(k) != v:
+            return False
+        if op == "!=" and labels.get(k) == v:
+            return False
+        if op == "exists" and k not in labels:
+            return False
+        if op == "!exists" and k in labels:
             return False
     return True
+
+
+def _current(obj: Any) -> dict[str, Any] | None:
+    """A stored object's live state (its own dict, for serialising at once), or None when deleted.
+
+    kmock's `obj.raw` copies the dict behind three layers of views: too slow for a list of thousands of pods."""
+    try:
+        versions = obj._Object__history._ObjectHistory__items  # kmock 0.8's private list of versions
+    except AttributeError:  # another kmock: its public API
+        return None if obj.deleted else obj.raw
+    return versions[-1]._ObjectVersion__value if versions and versions[-1] is not None else None
 
 
 def _json_patch(obj: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
@@ -110,6 +133,36 @@ def _json_patch(obj: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any
     return doc
 
 
+class _Store(dict):
+    """kmock's object store, recording the keys it gains (for the index) and counting removals (which reorder it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.added: list[Any] = []
+        self.removals = 0
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if key not in self:
+            self.added.append(key)
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self.removals += 1
+        super().__delitem__(key)
+
+    def pop(self, *args: Any) -> Any:
+        self.removals += 1
+        return super().pop(*args)
+
+    def popitem(self) -> Any:
+        self.removals += 1
+        return super().popitem()
+
+    def clear(self) -> None:
+        self.removals += 1
+        super().clear()
+
+
 @attrs.define(kw_only=True)
 class Emulator(kmock.KubernetesEmulator):
     graceful_pods: bool = False
@@ -118,6 +171,10 @@ class Emulator(kmock.KubernetesEmulator):
     _versions: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
 
     _namespaces: dict[str, dict[str, Any]] = attrs.field(factory=dict, init=False)
+    # kmock finds an object by scanning every stored one; this index finds it by resource, namespace, name.
+    _index: dict[Any, dict[str | None, dict[str, Any]]] = attrs.field(factory=dict, init=False)
+    _indexed: int = attrs.field(default=0, init=False)
+    _index_removals: int = attrs.field(default=0, init=False)
 
     async def __call__(self, raw_request: Any) -> Any:
         # kmock 0.8 cannot parse /api/v1/namespaces[/NAME] (it takes "namespaces" for a namespace prefix).
@@ -162,13 +219,16 @@ class Emulator(kmock.KubernetesEmulator):
         try:
             return await self._handle_k8s(request)
         finally:
-            # kmock logs every request for assertions and matches reactions by scanning that log: keep only
-            # requests in flight, or each request costs time proportional to all before it.
-            log = self._requests
-            for i in range(len(log) - 1, -1, -1):
-                if log[i] is request or log[i]._raw_request is request._raw_request:
-                    del log[i]
-                    break
+            self._forget(request)
+
+    def _forget(self, request: rendering.Request) -> None:
+        """kmock logs every request for assertions and matches reactions by scanning that log: keep only
+        requests in flight, or each request costs time proportional to all before it."""
+        log = self._requests
+        for i in range(len(log) - 1, -1, -1):
+            if log[i] is request or log[i]._raw_request is request._raw_request:
+                del log[i]
+                break
 
     async def _handle_k8s(self, request: rendering.Request) -> Any:
         if request.resource is None:
@@ -188,9 +248,8 @@ class Emulator(kmock.KubernetesEmulator):
             return await self._render_list(request)
         if request.action == enums.action.FETCH and request.name and not request.subresource:
             # A keyed lookup; kmock scans every stored object for each GET.
-            key = self._key(request)
-            found = self._objects[key] if key in self._objects else None  # noqa: SIM401 (no .get on kmock's view)
-            if found is None or found.deleted:
+            found = self._live(request.resource, request.namespace, request.name)
+            if found is None:
                 return await self._render_error(kmock.KubernetesObjectNotFoundError())
             return await self._render_json(found.raw)
         return await super()._handle(request)
@@ -200,14 +259,63 @@ class Emulator(kmock.KubernetesEmulator):
 
         return aiohttp.web.json_response(payload, status=status)
 
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        object.__setattr__(self._objects, "_objects", _Store())  # counts removals, for the index below
+
+    def _by_namespace(self, resource: Any) -> dict[str | None, dict[str, Any]]:
+        """Stored objects of a resource by namespace and name (deleted ones too), synced with kmock's store."""
+        store: _Store = self._objects._objects  # kmock's dict, in insertion order: new objects come last
+        if store.removals != self._index_removals:  # hard deletes (kmock itself only soft-deletes): start over
+            self._index.clear()
+            store.added[:] = store.keys()
+            self._indexed, self._index_removals = 0, store.removals
+        for key in store.added[self._indexed :]:
+            res, ns, name = key
+            self._index.setdefault(res, {}).setdefault(ns, {})[name] = store[key]
+        self._indexed = len(store.added)
+        return self._index.get(resource, {})
+
+    def _find(self, resource: Any, namespace: str | None, name: str | None) -> Any:
+        return self._index.get(resource, {}).get(namespace, {}).get(name)  # type: ignore[arg-type]
+
+    def _live(self, resource: Any, namespace: str | None, name: str | None) -> Any:
+        """The stored, not deleted object at this address, or None."""
+        self._by_namespace(resource)
+        found = self._find(resource, namespace, name)
+        return None if found is None or found.deleted else found
+
+    # kmock's own handlers, keyed instead of scanning all objects (same results).
+    async def _serve_fetch(self, request: rendering.Request) -> Any:
+        found = self._live(request.resource, request.namespace, request.name)
+        if found is None:
+            raise kmock.KubernetesObjectNotFoundError()
+        return found.raw
+
+    async def _serve_create(self, request: rendering.Request) -> Any:
+        meta = request.data.get("metadata", {})
+        found = self._live(
+            request.resource, request.namespace or meta.get("namespace"), request.name or meta.get("name")
+        )
+        return found.raw
+
+    async def _serve_update(self, request: rendering.Request) -> Any:
+        self._by_namespace(request.resource)
+        return self._find(request.resource, request.namespace, request.name).last.raw
+
+    async def _serve_delete(self, request: rendering.Request) -> Any:
+        return await self._serve_update(request)
+
     async def _render_list(self, request: rendering.Request) -> Any:
-        selector = request.params.get("labelSelector", "")
+        terms = _parse_selector(request.params.get("labelSelector", ""))
+        by_namespace = self._by_namespace(request.resource)
+        spaces = by_namespace.values() if request.namespace is None else [by_namespace.get(request.namespace, {})]
         items = [
             raw  # serialised right away, never mutated: no copy
-            for (res, ns, _), obj in self._objects.items()
-            if res == request.resource and not obj.deleted and (request.namespace in (None, ns))
-            for raw in [obj.raw]
-            if _selector_matches(selector, raw.get("metadata", {}).get("labels") or {})
+            for objects in spaces
+            for obj in objects.values()
+            for raw in [_current(obj)]
+            if raw is not None and _terms_match(terms, raw.get("metadata", {}).get("labels") or {})
         ]
         info = RESOURCES.get(self._info_key(request))
         group_version = "/".join(p for p in (request.resource.group, request.resource.version) if p)
@@ -289,13 +397,14 @@ class Emulator(kmock.KubernetesEmulator):
         return True
 
     async def _serve_watch(self, request: rendering.Request) -> Any:
-        selector = request.params.get("labelSelector", "")
+        terms = _parse_selector(request.params.get("labelSelector", ""))
         since = request.params.get("resourceVersion", "")
         since_rv = int(since) if since.isdigit() else 0
+        self._forget(request)  # routed already; open for the whole test, it would slow the routing of every request
         async for event in super()._serve_watch(request):
             if isinstance(event, dict):
                 meta = event.get("object", {}).get("metadata", {})
-                if selector and not _selector_matches(selector, meta.get("labels") or {}):
+                if terms and not _terms_match(terms, meta.get("labels") or {}):
                     continue
                 # A watch from a list's resourceVersion starts after it (kmock replays every object).
                 rv = meta.get("resourceVersion", "")
@@ -353,6 +462,22 @@ class ApiServer:
         if self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
+
+    def stored(self, api_version: str, plural: str, namespace: str) -> list[dict[str, Any]]:
+        """The live objects in a namespace read on the server's own thread, without HTTP or JSON (benchmarks)."""
+
+        async def read() -> list[dict[str, Any]]:
+            em = self.emulator
+            em._by_namespace(None)  # sync the index
+            resources = [
+                r
+                for r in em._index
+                if r.plural == plural and "/".join(filter(None, (r.group, r.version))) == api_version
+            ]
+            objects = [o for r in resources for o in em._by_namespace(r).get(namespace, {}).values()]
+            return [o.raw for o in objects if not o.deleted]
+
+        return asyncio.run_coroutine_threadsafe(read(), self._loop).result(30)
 
     # ---------------------------------------------------------------------- a synchronous client for tests
 
