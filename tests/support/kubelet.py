@@ -140,10 +140,13 @@ class Kubelet:
             os.killpg(pod.proc.pid, sig)
 
     def kill_trainer(self, pod_name: str, sig: int = signal.SIGKILL) -> int:
-        """Kill one trainer process of a running pod (a crash inside the container; the worker lives on); its pid."""
+        """Kill one training trainer process of a running pod (a crash inside the container; the worker lives on);
+        its pid. A standby (`--standby GO` whose GO file does not exist yet) is not training and is left alone."""
         for pid in _descendants(self._live(pod_name).proc.pid):
             with contextlib.suppress(OSError):
-                if b"pretrain_trainer" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+                standby = "--standby" in argv and not Path(argv[argv.index("--standby") + 1]).exists()
+                if "pretrain_trainer" in argv and not standby:
                     os.kill(pid, sig)
                     return pid
         raise AssertionError(f"{pod_name} runs no trainer process")

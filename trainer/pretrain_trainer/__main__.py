@@ -15,9 +15,11 @@ the cause in the termination message); anything else is a failure worth a restar
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,6 +33,9 @@ from pretrain_trainer.contract import (
     PRETRAIN_TERMINATION_LOG,
 )
 
+# A standby trainer (`--standby`) imports the trainer this long after it started.
+STANDBY_DELAY_S = 5.0
+
 
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `run_job` (here and in `pretrainjob train`)."""
@@ -43,8 +48,34 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pretrain_trainer", description=__doc__.split("\n\n")[0])
     add_job_arguments(parser)
+    parser.add_argument(
+        "--standby",
+        metavar="GO_FILE",
+        help="start ahead of an in-place restart round: import the trainer, then wait until GO_FILE appears "
+        "(the worker writes it with the round's run id); exit if the worker goes away",
+    )
     args = parser.parse_args(argv)
+    if args.standby:
+        overrides = wait_for_go(Path(args.standby))
+        if overrides is None:
+            return EXIT_PREEMPTED  # the worker is gone: nothing to train for
+        os.environ.update(overrides)
     return run_job(args.config, args.run_dir)
+
+
+def wait_for_go(go: Path, delay_s: float = STANDBY_DELAY_S, poll_s: float = 0.02) -> dict[str, str] | None:
+    """A standby's wait: after `delay_s` (so that it does not slow the running round's start), import what
+    run_job needs, then wait for `go`; its variables (JSON), or None once the worker that started it is gone."""
+    parent, deadline, imported = os.getppid(), time.monotonic() + delay_s, False
+    while not go.exists():
+        if os.getppid() != parent:
+            return None
+        if not imported and time.monotonic() >= deadline:
+            import pretrain_trainer.trainer  # noqa: F401  the import a cold start spends its first seconds on
+
+            imported = True
+        time.sleep(poll_s)
+    return {str(k): str(v) for k, v in json.loads(go.read_text()).items()}
 
 
 def run_job(config: str, run_dir: str | None = None) -> int:

@@ -22,6 +22,7 @@ launcher and each trainer sees exactly one SIGTERM, which it may use to checkpoi
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -302,6 +303,44 @@ def _start_rank(
     return proc, pump
 
 
+@dataclass
+class Standby:
+    """Trainer processes started ahead of an in-place restart round (`start_standby`): each has its rank's
+    environment and has imported the trainer, and waits for `release`, which gives the round's run id."""
+
+    go: Path
+    procs: list[subprocess.Popen[bytes]]
+    pumps: list[threading.Thread]
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.procs)
+
+    def release(self, run_id: str) -> None:
+        tmp = self.go.with_name(self.go.name + ".tmp")
+        tmp.write_text(json.dumps({"TORCHELASTIC_RUN_ID": run_id}))
+        tmp.replace(self.go)  # atomically: a standby never reads half a file
+
+    def kill(self) -> None:
+        for p in self.procs:
+            _signal_group(p, signal.SIGKILL)
+            p.wait()
+
+
+def start_standby(
+    job_path: str, nproc: int, run_dir: Path, node: Node, module: str = "pretrain_trainer", **_: object
+) -> Standby:
+    """Start `nproc` ranks of `python -m <module> --config <job_path> --standby GO` for a later round on this node;
+    they become that round's ranks when run_local is given them (see __main__: they wait a while, import the
+    trainer, then wait for GO)."""
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    go = run_dir / f"standby-{uuid.uuid4().hex[:8]}.go"
+    cmd = [sys.executable, "-m", module, "--config", str(job_path), "--standby", str(go)]
+    out, base = _Output(), dict(os.environ)
+    started = [_start_rank(rank, nproc, cmd, node, base, run_dir, out) for rank in range(nproc)]
+    return Standby(go, [p for p, _ in started], [t for _, t in started])
+
+
 def _supervise(
     procs: list[subprocess.Popen[bytes]],
     stop_signal: list[int],
@@ -352,12 +391,14 @@ def run_local(
     grace_s: float = DEFAULT_GRACE_S,
     node: Node | None = None,
     new_round: Callable[[], bool] | None = None,
+    standby: Standby | None = None,
 ) -> int:
     """Run `python -m <module> --config <job_path>` as `nproc` ranks here; the exit code of the run (0, the first
     failing rank's, or 128 + the signal that stopped the launcher; NEW_ROUND when `new_round`, polled while the
     ranks run, said to stop them for an in-place restart round). `extra_env` is added to this process's
     environment before worker_env applies the contract (so it can set e.g. OMP_NUM_THREADS or PYTHONPATH, not
     RANK). `node` places them in a multi-node job (a pod); without it they are the whole world, on loopback.
+    `standby`: ranks started ahead (start_standby) that become this run's, released with node.run_id.
     Raises ConfigError for an invalid job."""
     from pretrain_trainer.config import load_job
 
@@ -400,10 +441,16 @@ def run_local(
     procs: list[subprocess.Popen[bytes]] = []
     pumps: list[threading.Thread] = []
     try:
-        for rank in range(n):
-            proc, pump = _start_rank(rank, n, cmd, node, base, run_dir, out)
-            procs.append(proc)
-            pumps.append(pump)
+        if standby is not None and standby.alive() and len(standby.procs) == n:
+            standby.release(run_id)
+            procs, pumps = standby.procs, standby.pumps
+        else:
+            if standby is not None:
+                standby.kill()
+            for rank in range(n):
+                proc, pump = _start_rank(rank, n, cmd, node, base, run_dir, out)
+                procs.append(proc)
+                pumps.append(pump)
         result = _supervise(procs, stop_signal, kill_now, grace_s, new_round)
     finally:
         # Also on an exception in this function: no trainer outlives its launcher.
@@ -420,4 +467,15 @@ def run_local(
     return result
 
 
-__all__ = ["NEW_ROUND", "Node", "available_cpus", "free_port", "run_local", "run_worker", "wait_for_host", "worker_env"]
+__all__ = [
+    "NEW_ROUND",
+    "Node",
+    "Standby",
+    "available_cpus",
+    "free_port",
+    "run_local",
+    "run_worker",
+    "start_standby",
+    "wait_for_host",
+    "worker_env",
+]

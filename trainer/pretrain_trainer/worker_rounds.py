@@ -9,6 +9,9 @@ The operator raises the pod's round (an annotation, shown here as `round_file` b
 - runs this node's trainer processes for the round in the file (`launch.run_local`), with a rendezvous of that
   round (run id `<id>-r<round>`: the trainers' store keys never meet the previous round's), and keeps
   `contract.TRAINERS_RUNNING_FILE` in the run folder meanwhile, which the pod's readiness probe reads;
+- meanwhile holds standby trainer processes for the next round (`launch.start_standby`): they import the trainer
+  (after `__main__.STANDBY_DELAY_S`, not to slow this round's start) and wait, so a restart skips the seconds of
+  imports a cold start spends; they cost one idle process per rank (a few hundred MB of host memory each);
 - when they fail with a retryable code, removes that file (the pod turns not ready: the operator's signal) and
   waits for a newer round; the trainers then resume from the newest complete checkpoint, as after any restart;
 - when the round goes up while they run (another pod's trainers failed, these may hang in a collective), stops
@@ -29,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pretrain_trainer.contract import EXIT_BAD_CONFIG, EXIT_OK, EXIT_PREEMPTED, TRAINERS_RUNNING_FILE
-from pretrain_trainer.launch import NEW_ROUND, Node, run_local
+from pretrain_trainer.launch import NEW_ROUND, Node, Standby, run_local, start_standby
 
 # Exit codes of run_local that end the pod: done, not worth a retry, or stopped by a signal to the worker.
 FINAL_CODES = frozenset({EXIT_OK, EXIT_BAD_CONFIG, EXIT_PREEMPTED, 128 + signal.SIGINT})
@@ -56,11 +59,13 @@ def run_rounds(
     round_file: Path,
     *,
     run: Callable[..., int] | None = None,
+    standby_of: Callable[..., Standby] | None = start_standby,
     poll_s: float = POLL_S,
 ) -> int:
     """Run the trainers round after round until they end for good; the exit code (see the module doc). `run`
-    stands in for `launch.run_local` (tests)."""
+    and `standby_of` stand in for `launch.run_local` and `launch.start_standby` (tests; None: no standbys)."""
     run = run or run_local
+    spare: Standby | None = None
     run_dir.mkdir(parents=True, exist_ok=True)
     running = run_dir / TRAINERS_RUNNING_FILE
     stop: list[int] = []
@@ -75,7 +80,9 @@ def run_rounds(
             this = current
             round_node = dataclasses.replace(node, run_id=f"{node.run_id}-r{this}")
             asked_newer = functools.partial(_newer, round_file, this)
-            rc = run(job_path, node.nproc, run_dir, node=round_node, new_round=asked_newer)
+            # This round's ranks are the standbys started in the last one; new ones wait for the next round.
+            ready, spare = spare, standby_of(job_path, node.nproc, run_dir, node) if standby_of else None
+            rc = run(job_path, node.nproc, run_dir, node=round_node, new_round=asked_newer, standby=ready)
             if rc == NEW_ROUND:
                 current = read_round(round_file) or current
                 _say(f"restart round {current} asked while round {this} ran: restarting the trainers")
@@ -91,6 +98,8 @@ def run_rounds(
             current = read_round(round_file) or current
             _say(f"restart round {current}: starting the trainers again in this pod")
     finally:
+        if spare is not None:
+            spare.kill()
         for sig, handler in previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
 
