@@ -172,7 +172,11 @@ def read_worker(pod: dict[str, Any], now: datetime, stuck_grace_s: float) -> Wor
         return Worker(**base, state="terminating")
     if phase == "Running":
         statuses = status.get("containerStatuses") or []
-        return Worker(**base, state="running", ready=bool(statuses) and all(cs.get("ready") for cs in statuses))
+        # The node controller marks the Ready condition False when the node stops reporting (the containers'
+        # own statuses then go stale): not ready either way.
+        marked = any(c.get("type") == "Ready" and c.get("status") == "False" for c in status.get("conditions") or [])
+        ready = bool(statuses) and all(cs.get("ready") for cs in statuses) and not marked
+        return Worker(**base, state="running", ready=ready)
     waiting = _waiting(pod)
     if waiting and waiting.get("reason") in STUCK_REASONS:
         since = parse_time(meta.get("creationTimestamp")) or now

@@ -133,6 +133,19 @@ def test_the_gang_is_recreated_when_in_place_is_off_or_a_node_is_not_ready(nodes
     assert event.reason == reason and why in event.message and "gang restart 1/3" in event.message
 
 
+def test_a_node_that_stops_reporting_recreates_the_gang_at_once():
+    cluster = training()
+    # The node controller marks the pods of a node that stopped reporting not ready; their container statuses
+    # still say ready (nobody updates them), and the node is not Ready.
+    status = running()
+    status["conditions"] = [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}]
+    cluster.set_pod(1, status)
+    cluster.nodes = {"node-a": True, "node-b": False}
+    out = cluster.reconcile()
+    assert reasons(out) == ["NodeNotReady"] and "node node-b of demo-worker-1 is not Ready" in out.events[0].message
+    assert sorted(out.delete_pods) == ["demo-worker-0", "demo-worker-1"]
+
+
 def test_a_lost_pod_recreates_the_gang_even_with_in_place_restarts_on():
     cluster = training()
     trainers_stop(cluster, 0)  # its peer's trainer noticed
