@@ -8,14 +8,18 @@ The multi-process test runs this file as a script (`python test_checkpoint.py sa
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import json
 import os
 import random
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -29,8 +33,10 @@ from pretrain_trainer.checkpoint import (
     CheckpointManager,
     CheckpointNotFound,
     step_dir,
+    transfer,
 )
-from pretrain_trainer.storage import StorageError, StorageOptions, open_store
+from pretrain_trainer.checkpoint.safe_load import load_metadata
+from pretrain_trainer.storage import ObjectStore, StorageError, StorageOptions, open_store
 
 VOCAB = 320
 BATCH, SEQ = 4, 16
@@ -52,14 +58,19 @@ def trainables(seed: int, model: torch.nn.Module | None = None) -> tuple[Any, An
     return model, optimizer, scheduler
 
 
-def train(model: Any, optimizer: Any, scheduler: Any, steps: int, data_seed: int) -> None:
+def train(model: Any, optimizer: Any, scheduler: Any, steps: int, data_seed: int) -> list[float]:
+    """Train `steps` steps on seeded random tokens; the losses."""
     gen = torch.Generator().manual_seed(data_seed)
+    losses = []
     for _ in range(steps):
         ids = torch.randint(0, VOCAB, (BATCH, SEQ), generator=gen)
-        model(input_ids=ids, labels=ids).loss.backward()
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad()
+        losses.append(loss.item())
+    return losses
 
 
 def seed_rngs(seed: int) -> None:
@@ -238,6 +249,39 @@ def test_a_damaged_object_of_the_right_size_fails_its_checksum(root):
         manager.load(7, *trainables(0))
 
 
+def test_a_load_fetches_and_verifies_only_the_blocks_it_reads_so_damage_elsewhere_is_never_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(transfer, "VERIFY_BLOCK", 4096)  # these files are a few blocks of this size
+    uri = (tmp_path / "ckpt").as_uri()
+    model, optimizer, scheduler = trainables(0)
+    train(model, optimizer, scheduler, 1, data_seed=1)
+    CheckpointManager(uri).save(1, model, optimizer, scheduler, {"step": 1})
+    step_path = tmp_path / "ckpt" / step_dir(1)
+
+    # Damage a block that holds optimizer moments and nothing of the model.
+    def blocks(info: Any) -> set[int]:
+        return set(range(info.offset // 4096, -(-(info.offset + info.length) // 4096)))
+
+    storage = load_metadata((step_path / ".metadata").read_bytes()).storage_data
+    model_blocks = set().union(*(blocks(info) for index, info in storage.items() if index.fqn.startswith("model.")))
+    moments = [info for index, info in storage.items() if index.fqn.endswith(".exp_avg_sq")]
+    target = next(info for info in moments if not blocks(info) & model_blocks)
+    data = bytearray((step_path / target.relative_path).read_bytes())
+    data[target.offset + target.length // 2] ^= 0xFF
+    (step_path / target.relative_path).write_bytes(bytes(data))
+    damaged = min(blocks(target)) * 4096
+
+    # Loading the model alone never reads the damaged block and restores the model exactly...
+    fresh = tiny_model(1)
+    manager = CheckpointManager(uri)
+    with counting_reads(type(manager.store)) as reads:
+        manager.load(1, fresh, None, None)
+    assert_same_params(fresh, model)
+    assert not any(start <= damaged < end for start, end in reads[target.relative_path])
+    # ...and a load that needs it refuses the checkpoint.
+    with pytest.raises(CheckpointCorrupt, match=rf"{target.relative_path}.*SHA-256 of its bytes.*delete this"):
+        manager.load(1, *trainables(2))
+
+
 def test_a_truncated_object_is_reported_as_damaged(root):
     manager = saved(root, [7])
     key = f"{step_dir(7)}/extra-rank0.pt"
@@ -384,6 +428,20 @@ def test_ddp_and_fsdp2_checkpoints_from_two_gloo_ranks_resume_on_two_ranks_and_o
         assert {".metadata", "__0_0.distcp", "__1_0.distcp", "extra-rank0.pt", "extra-rank1.pt"} <= keys
 
     run_group("load", uri, tmp_path)
+    # Each FSDP rank downloaded its own shards and little else of the data files; DDP ranks read nearly all.
+    for kind in ("ddp", "fsdp"):
+        manifest = CheckpointManager(f"{uri}/{kind}", s3_env).manifest(SAVE_STEP)
+        sizes = {obj["key"]: obj["size"] for obj in manifest["objects"] if obj["key"].endswith(".distcp")}
+        for rank in range(WORLD):
+            counted = json.loads((tmp_path / f"reads-{kind}-rank{rank}.json").read_text())
+            reads = {key: sum(end - start for start, end in ranges) for key, ranges in counted.items() if key in sizes}
+            print(f"{kind} rank {rank} read {sum(reads.values())} of {sum(sizes.values())} DCP data bytes: {reads}")
+            assert all(reads[key] <= sizes[key] for key in reads), (reads, sizes)  # no byte fetched twice
+            own, other = f"__{rank}_0.distcp", f"__{1 - rank}_0.distcp"
+            if kind == "fsdp":
+                assert reads[own] > sizes[own] // 2 and reads.get(other, 0) < sizes[other] // 2, (rank, reads)
+            else:
+                assert sum(reads.values()) > sum(sizes.values()) * 0.9, (rank, reads)
 
     # World-size change: each 2-rank checkpoint in one process, without a process group.
     for kind in ("ddp", "fsdp"):
@@ -411,6 +469,21 @@ def worker_trainer_state() -> dict[str, Any]:
     return {"loader": {"seed": 7, "samples_consumed": SAVE_STEP * BATCH * WORLD}, "tokens_seen": 1234}
 
 
+@contextlib.contextmanager
+def counting_reads(store_type: type[ObjectStore]) -> Iterator[dict[str, list[tuple[int, int]]]]:
+    """The byte ranges read through `store_type.read` per key (relative to the store read from) while it runs."""
+    reads: dict[str, list[tuple[int, int]]] = {}
+    original = store_type.read
+
+    def read(store: ObjectStore, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        data = original(store, key, start, end)
+        reads.setdefault(key, []).append((start or 0, (start or 0) + len(data)))
+        return data
+
+    with mock.patch.object(store_type, "read", read):
+        yield reads
+
+
 def worker(mode: str, uri: str, outdir: str) -> None:
     """One rank of the multi-process test: `save` trains and checkpoints a DDP and an FSDP2 model, `load`
     resumes both into fresh models and checks them against what `save` recorded."""
@@ -430,6 +503,7 @@ def worker(mode: str, uri: str, outdir: str) -> None:
     def full(model: torch.nn.Module) -> dict[str, torch.Tensor]:  # collective for FSDP2
         return {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in unwrap(model).state_dict().items()}
 
+    transfer.VERIFY_BLOCK = 4096  # blocks of a size that parts of these tiny files can be fetched in
     dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
     rank, world_size = dist.get_rank(), dist.get_world_size()
     try:
@@ -446,18 +520,24 @@ def worker(mode: str, uri: str, outdir: str) -> None:
                     manager.export_hf(SAVE_STEP, model, None)
                 expected = {"params": full(model), "optim": optimizer.state_dict(), "rand": rand}
                 torch.save(expected, expected_path)
+                losses = train(model, optimizer, scheduler, 2, data_seed=200 + rank)  # the uninterrupted run
+                Path(outdir, f"losses-{kind}-rank{rank}.json").write_text(json.dumps(losses))
             else:
                 assert manager.latest() == SAVE_STEP
                 expected = torch.load(expected_path, weights_only=True)
                 model, optimizer, scheduler = trainables(0, wrap(1 + rank))
-                state = manager.load(SAVE_STEP, model, optimizer, scheduler)
+                with counting_reads(type(manager.store)) as reads:
+                    state = manager.load(SAVE_STEP, model, optimizer, scheduler)
+                Path(outdir, f"reads-{kind}-rank{rank}.json").write_text(json.dumps(reads))
                 assert state == worker_trainer_state(), state
                 assert_same_params(full(model), expected["params"])
                 if kind == "ddp":
                     assert_same_optimizer(optimizer.state_dict(), expected["optim"])
                 assert scheduler.last_epoch == SAVE_STEP
                 assert torch.equal(torch.rand(4), expected["rand"]), "RNG state not restored"
-                train(model, optimizer, scheduler, 1, data_seed=200 + rank)  # training goes on after loading
+                # The resumed run goes on exactly as the uninterrupted one: optimizer moments included.
+                losses = json.loads(Path(outdir, f"losses-{kind}-rank{rank}.json").read_text())
+                assert train(model, optimizer, scheduler, 2, data_seed=200 + rank) == losses
         dist.barrier()
     finally:
         dist.destroy_process_group()

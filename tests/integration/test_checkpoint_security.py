@@ -60,13 +60,15 @@ def tiny() -> tuple[torch.nn.Module, torch.optim.Optimizer, Any]:
 
 
 def replace_object(step_path: Path, key: str, data: bytes) -> None:
-    """Overwrite one checkpoint object and fix its size and SHA-256 in the manifest, signature left as it was."""
+    """Overwrite one checkpoint object and fix its size and SHA-256s in the manifest, signature left as it was."""
     (step_path / key).write_bytes(data)
     manifest_path = step_path / MANIFEST
     manifest = json.loads(manifest_path.read_text())
     for obj in manifest["objects"]:
         if obj["key"] == key:
             obj["size"], obj["sha256"] = len(data), hashlib.sha256(data).hexdigest()
+            block = obj["block_size"]
+            obj["block_sha256"] = [hashlib.sha256(data[i : i + block]).hexdigest() for i in range(0, len(data), block)]
     manifest_path.write_text(json.dumps(manifest))
 
 

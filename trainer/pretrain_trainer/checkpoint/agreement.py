@@ -3,6 +3,9 @@ and all ranks raise if any did, so a storage error on one rank never leaves the 
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch.distributed as dist
@@ -47,4 +50,12 @@ def agree(
     return [item for _, item in gathered]
 
 
-__all__ = ["agree", "process_group_active"]
+@contextlib.contextmanager
+def quiet_single_process() -> Iterator[None]:
+    """DCP warns on every single-process save/load that it assumes single-process; that is the intent here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"torch\.distributed is .*assuming the intent", category=UserWarning)
+        yield
+
+
+__all__ = ["agree", "process_group_active", "quiet_single_process"]

@@ -2,7 +2,8 @@
 over what a scan finds (which steps are complete, which to prune, when the next save is due). Torch-free.
 
     step-00000100/.metadata            DCP metadata (rank 0)
-    step-00000100/__0_0.distcp         DCP data, one file per rank: model, optimizer and scheduler state
+    step-00000100/__0_0.distcp         DCP data, one file per rank: model, optimizer and scheduler state; a rank
+                                       resuming fetches only the blocks (each hashed in the manifest) it reads
     step-00000100/extra-rank0.pt       per-rank RNG states
     step-00000100/MANIFEST.json        written last, by rank 0, once every rank finished uploading
     step-00000080.damaged-20261202T014500Z/     a checkpoint that failed verification on resume, set aside
@@ -31,6 +32,7 @@ log = logging.getLogger("pretrain_trainer.checkpoint")
 FORMAT = "pretrain-trainer-checkpoint"
 FORMAT_VERSION = 1
 MANIFEST = "MANIFEST.json"
+DCP_METADATA = ".metadata"
 HF_PREFIX = "hf"
 _STEP_DIR = re.compile(r"^step-(\d+)/")
 _EXTRA = re.compile(r"^extra-rank(\d+)\.pt$")
@@ -85,6 +87,21 @@ def is_extra(key: str) -> bool:
     return _EXTRA.match(key) is not None
 
 
+def load_objects(
+    manifest: dict[str, Any], source_rank: int, data_files: set[str] | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The manifest entries a rank downloads to load a checkpoint, in two parts: first the DCP metadata and the
+    RNG file of `source_rank`, then the DCP data files named in `data_files` (its load plan; None: all)."""
+    first, data = [], []
+    for obj in manifest["objects"]:
+        key = obj["key"]
+        if key in (DCP_METADATA, extra_name(source_rank)):
+            first.append(obj)
+        elif not is_extra(key) and key != MANIFEST and (data_files is None or key in data_files):
+            data.append(obj)
+    return first, data
+
+
 def hf_dir(step: int) -> str:
     """Where `export_hf` writes a step's Hugging Face export, relative to the checkpoint root."""
     return f"{HF_PREFIX}/{step_dir(step)}"
@@ -103,9 +120,15 @@ class Entry:
     key: str
     size: int
     sha256: str
+    block_size: int = 0
+    block_sha256: tuple[str, ...] = ()
+    """The SHA-256 of each `block_size` bytes, so that a rank can fetch and verify only the parts it reads."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "size": self.size, "sha256": self.sha256}
+        entry: dict[str, Any] = {"key": self.key, "size": self.size, "sha256": self.sha256}
+        if self.block_sha256:
+            entry.update(block_size=self.block_size, block_sha256=list(self.block_sha256))
+        return entry
 
 
 # -------------------------------------------------------------------------------------------- scanning

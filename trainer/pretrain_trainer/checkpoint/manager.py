@@ -10,7 +10,8 @@ scheduler's state is, and never unpickles anything else (safe_load.py). With a s
 manifest is signed at save and verified before anything of the checkpoint is read.
 
 DCP writes into a local staging directory (`$TMPDIR` unless `staging_dir` is given); each rank uploads its own
-files. Loading downloads the DCP files and this rank's RNG file into a staging directory (always removed)."""
+files. Loading downloads the DCP metadata and this rank's RNG file into a staging directory (always removed), then
+only the data files its load plan reads (an FSDP rank's shards; all for DDP), each verified before it is read."""
 
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -37,10 +37,11 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
-from pretrain_trainer.checkpoint.agreement import agree, process_group_active
+from pretrain_trainer.checkpoint.agreement import agree, process_group_active, quiet_single_process
 from pretrain_trainer.checkpoint.hf_export import unwrap, write_hf
 from pretrain_trainer.checkpoint.layout import (
     DAMAGED_FIX,
+    DCP_METADATA,
     MANIFEST,
     CheckpointCorrupt,
     CheckpointError,
@@ -52,8 +53,8 @@ from pretrain_trainer.checkpoint.layout import (
     delete_step,
     extra_name,
     hf_dir,
-    is_extra,
     known_good,
+    load_objects,
     prune_plan,
     read_manifest,
     save_due,
@@ -70,9 +71,9 @@ from pretrain_trainer.checkpoint.recovery import (
     staging_prefix,
 )
 from pretrain_trainer.checkpoint.rng import rng_state, set_rng_state
-from pretrain_trainer.checkpoint.safe_load import SafeFileSystemReader, SafeLoadPlanner, refusal_of
+from pretrain_trainer.checkpoint.safe_load import SafeFileSystemReader, SafeLoadPlanner, files_to_read, refusal_of
 from pretrain_trainer.checkpoint.signing import CheckpointTampered, sign, signing_key_from_env, verify
-from pretrain_trainer.checkpoint.transfer import download_all, upload_dir
+from pretrain_trainer.checkpoint.transfer import Parts, download_all, download_parts, upload_dir
 from pretrain_trainer.storage import ObjectStore, StorageOptions, open_store
 
 log = logging.getLogger("pretrain_trainer.checkpoint")
@@ -316,7 +317,7 @@ class CheckpointManager:
         entries: list[Entry] = []
         error: BaseException | None = None
         with self._staging("save", step) as staging:
-            with _quiet_single_process():
+            with quiet_single_process():
                 dcp.save(
                     state,
                     storage_writer=dcp.FileSystemWriter(staging, sync_files=False),
@@ -355,12 +356,11 @@ class CheckpointManager:
         uri = self.checkpoint_uri(step)
         started = time.monotonic()
         with self._staging("load", step) as staging:
-            manifest, source_rank = self._fetch(step, uri, optimizer, scheduler, staging, check)
+            manifest, source_rank, state, parts = self._fetch(step, uri, (model, optimizer, scheduler), staging, check)
             fetched = time.monotonic()
-            state = self.state_dict(model, optimizer, scheduler)
-            reader, planner = SafeFileSystemReader(staging), SafeLoadPlanner()
+            reader, planner = SafeFileSystemReader(staging, parts), SafeLoadPlanner()
             try:
-                with _quiet_single_process():
+                with quiet_single_process():
                     dcp.load(state, storage_reader=reader, planner=planner, no_dist=not self.distributed)
             except (Exception, dcp.CheckpointException) as exc:  # the latter is a BaseException
                 if (unsafe := refusal_of(reader, planner)) is not None:
@@ -396,29 +396,37 @@ class CheckpointManager:
         return trainer_state
 
     def _fetch(
-        self, step: int, uri: str, optimizer: Any, scheduler: Any, staging: str, check: ManifestCheck | None
-    ) -> tuple[dict[str, Any], int]:
-        """Read and check the manifest, download the DCP files and this rank's RNG file into `staging`, and agree
-        on failure. Returns the manifest and the rank whose RNG states this rank takes."""
+        self, step: int, uri: str, trainables: tuple[Any, Any, Any], staging: str, check: ManifestCheck | None
+    ) -> tuple[dict[str, Any], int, dict[str, Any], Parts]:
+        """Read and check the manifest; download the DCP metadata and this rank's RNG file, then the parts of the
+        DCP data files this rank's load plan reads, into `staging`; agree on failure after each part. Returns the
+        manifest, the rank whose RNG states this rank takes, the state dict (of `trainables`) and the `Parts`."""
         error: BaseException | None = None
         manifest: dict[str, Any] = {}
-        source_rank = 0
+        source_rank, parts = 0, {}
+        store = self.store.child(step_dir(step))
         try:
             manifest = self.manifest(step)
             verify(uri, manifest, self.signing_key)
             if check is not None:
                 check(manifest)
+            _, optimizer, scheduler = trainables
             source_rank = check_manifest(
                 uri, manifest, optimizer is not None, scheduler is not None, self.rank, self.world_size
             )
-            wanted = [
-                obj for obj in manifest["objects"] if not is_extra(obj["key"]) or obj["key"] == extra_name(source_rank)
-            ]
-            download_all(self.store.child(step_dir(step)), uri, wanted, staging)
+            download_all(store, uri, load_objects(manifest, source_rank)[0], staging)
         except Exception as exc:
             error = exc
         self._agree(uri, error)
-        return manifest, source_rank
+        state = self.state_dict(*trainables)  # after the checks: an optimizer without state takes a zero step
+        try:
+            reads = files_to_read(os.path.join(staging, DCP_METADATA), state)  # None: unplannable, read it all
+            data = load_objects(manifest, source_rank, None if reads is None else set(reads))[1]
+            parts = download_parts(store, uri, data, reads, staging)
+        except Exception as exc:
+            error = exc
+        self._agree(uri, error)
+        return manifest, source_rank, state, parts
 
     # -- prune
 
@@ -486,14 +494,6 @@ class CheckpointManager:
             )
         del full  # the gathered weights can be the size of the whole model: free them before returning
         return open_store(out, self.options).uri
-
-
-@contextlib.contextmanager
-def _quiet_single_process() -> Iterator[None]:
-    """DCP warns on every single-process save/load that it assumes single-process; that is the intent here."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"torch\.distributed is .*assuming the intent", category=UserWarning)
-        yield
 
 
 __all__ = ["CheckpointManager"]

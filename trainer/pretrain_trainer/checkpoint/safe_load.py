@@ -12,11 +12,15 @@ whoever can write to the checkpoint prefix would run code in every training proc
 
 A refusal raises `UnsafeCheckpoint` naming what was refused. DCP turns exceptions of its reader into strings
 inside its own errors, so the reader and the planner also keep their refusal (`refused`) for the caller.
+
+`files_to_read` plans a load ahead of DCP (same metadata unpickler, same planner), so that a rank downloads only
+the data files its shards are in.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import pickle
 from pathlib import Path, PosixPath, PurePosixPath
 from typing import Any
@@ -28,6 +32,8 @@ from torch.distributed.checkpoint._traverse import set_element
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.filesystem import _StorageInfo
 from torch.distributed.checkpoint.planner import ReadItem
+
+log = logging.getLogger("pretrain_trainer.checkpoint")
 
 _METADATA_CLASSES = {
     ("torch.distributed.checkpoint.metadata", name): getattr(dcp_metadata, name)
@@ -95,7 +101,21 @@ class _Refusing:
 
 
 class SafeFileSystemReader(_Refusing, FileSystemReader):
-    """DCP's FileSystemReader with the restricted metadata unpickler and file names confined to its folder."""
+    """DCP's FileSystemReader with the restricted metadata unpickler and file names confined to its folder.
+    `partial`: {file: (block size, blocks)} of files fetched in part; reading outside those blocks is refused."""
+
+    def __init__(self, path: str, partial: dict[str, tuple[int, set[int]]] | None = None) -> None:
+        super().__init__(path)
+        self.partial = partial or {}
+
+    def read_data(self, plan: Any, planner: Any) -> Any:
+        for item in plan.items:
+            info = self.storage_data[item.storage_index]
+            block, fetched = self.partial.get(info.relative_path, (1, None))
+            first, end = info.offset // block, -(-(info.offset + info.length) // block)
+            if fetched is not None and not fetched.issuperset(range(first, end)):
+                raise self._refuse(UnsafeCheckpoint(f"{item.dest_index.fqn} lies outside the verified parts"))
+        return super().read_data(plan, planner)
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> dcp_metadata.Metadata:
         path = self._get_metadata_path(kwargs.get("rank"))
@@ -142,6 +162,28 @@ class SafeLoadPlanner(_Refusing, DefaultLoadPlanner):
             self.state_dict[read_item.dest_index.fqn] = loaded
 
 
+def files_to_read(metadata_path: str, state_dict: dict[str, Any]) -> dict[str, list[tuple[int, int]]] | None:
+    """What loading `state_dict` from the checkpoint whose `.metadata` is at `metadata_path` reads: {data file (DCP
+    `storage_data` name): [(offset, length), ...]}, this rank's local load plan made as `dcp.load` makes it
+    (SafeLoadPlanner; the default load planner's global step changes no read). An FSDP rank reads its shards and
+    the replicated values, a DDP rank every tensor. None when the load cannot be planned (unreadable or refused
+    metadata, a state that does not match it): the caller then fetches every file and the load itself reports
+    what is wrong, as it always did."""
+    try:
+        with open(metadata_path, "rb") as handle:
+            metadata = load_metadata(handle.read())
+        planner = SafeLoadPlanner()
+        planner.set_up_planner(state_dict, metadata, is_coordinator=False)
+        reads: dict[str, list[tuple[int, int]]] = {}
+        for item in planner.create_local_plan().items:
+            info = metadata.storage_data[item.storage_index]
+            reads.setdefault(info.relative_path, []).append((int(info.offset), int(info.length)))
+        return reads
+    except Exception as exc:  # every failure here is the load's to report, in its own words
+        log.debug("could not plan which checkpoint files to read (%s: %s); reading all", type(exc).__name__, exc)
+        return None
+
+
 def refusal_of(*parts: _Refusing) -> UnsafeCheckpoint | None:
     """The first refusal of a reader or planner used for one load."""
     return next((part.refused for part in parts if part.refused is not None), None)
@@ -153,6 +195,7 @@ __all__ = [
     "SafeFileSystemReader",
     "SafeLoadPlanner",
     "UnsafeCheckpoint",
+    "files_to_read",
     "load_metadata",
     "refusal_of",
 ]

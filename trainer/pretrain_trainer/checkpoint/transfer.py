@@ -1,5 +1,6 @@
 """Moving checkpoint files between a local staging directory and the object store: parallel uploads that hash
-as they go, and parallel ranged downloads checked against the manifest's size and SHA-256."""
+as they go, and parallel ranged downloads checked against the manifest's size and SHA-256: of whole files, or of
+the VERIFY_BLOCK-sized blocks covering the byte ranges a rank reads (`download_parts`)."""
 
 from __future__ import annotations
 
@@ -13,18 +14,23 @@ from pretrain_trainer.storage import ObjectStore, StorageNotFound
 
 TRANSFER_CHUNK = 16 * 1024 * 1024
 TRANSFER_THREADS = 8
+VERIFY_BLOCK = 1024 * 1024
+"""Uploads record a SHA-256 per block of this many bytes (a divisor of TRANSFER_CHUNK) in the manifest entry."""
 
 
 def upload_file(store: ObjectStore, key: str, path: str) -> Entry:
     """Stream one local file to `key`, returning its manifest entry (size and SHA-256 of what was sent)."""
     digest = hashlib.sha256()
-    size = 0
+    size, block = 0, VERIFY_BLOCK
+    blocks: list[str] = []
     with open(path, "rb") as handle, store.open_writer(key) as writer:
         while chunk := handle.read(TRANSFER_CHUNK):
             digest.update(chunk)
+            view = memoryview(chunk)
+            blocks.extend(hashlib.sha256(view[i : i + block]).hexdigest() for i in range(0, len(chunk), block))
             writer.write(chunk)
             size += len(chunk)
-    return Entry(key, size, digest.hexdigest())
+    return Entry(key, size, digest.hexdigest(), block, tuple(blocks))
 
 
 def upload_dir(store: ObjectStore, local: str) -> list[Entry]:
@@ -42,18 +48,24 @@ def _corrupt(uri: str, key: str, what: str) -> CheckpointCorrupt:
     return CheckpointCorrupt(uri, f"{key}, listed in {MANIFEST}, {what}; the checkpoint is damaged: {DAMAGED_FIX}")
 
 
+def _checked_size(store: ObjectStore, uri: str, obj: dict[str, Any]) -> int:
+    """The size a manifest entry gives, once the store holds an object of that size under its key."""
+    key, size = obj["key"], int(obj["size"])
+    try:
+        actual = store.size(key)
+    except StorageNotFound:
+        raise _corrupt(uri, key, "is missing") from None
+    if actual != size:
+        raise _corrupt(uri, key, f"has {actual} bytes instead of {size}")
+    return size
+
+
 def download_all(store: ObjectStore, uri: str, objects: list[dict[str, Any]], staging: str) -> None:
     """Fetch `objects` (manifest entries) from `store` into `staging` with parallel ranged reads, then verify each
     one's size and SHA-256; CheckpointCorrupt (naming `uri`, the checkpoint) for a missing or damaged object."""
     jobs: list[tuple[str, str, int, int]] = []
     for obj in objects:
-        key, size = obj["key"], int(obj["size"])
-        try:
-            actual = store.size(key)
-        except StorageNotFound:
-            raise _corrupt(uri, key, "is missing") from None
-        if actual != size:
-            raise _corrupt(uri, key, f"has {actual} bytes instead of {size}")
+        key, size = obj["key"], _checked_size(store, uri, obj)
         path = os.path.join(staging, *key.split("/"))
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as handle:
@@ -83,6 +95,62 @@ def download_all(store: ObjectStore, uri: str, objects: list[dict[str, Any]], st
             raise _corrupt(uri, obj["key"], "does not match its SHA-256")
 
 
+Parts = dict[str, tuple[int, set[int]]]
+"""{key: (block size, indexes of the blocks fetched)} of the files `download_parts` fetched in part."""
+
+
+def download_parts(
+    store: ObjectStore,
+    uri: str,
+    objects: list[dict[str, Any]],
+    ranges: dict[str, list[tuple[int, int]]] | None,
+    staging: str,
+) -> Parts:
+    """Fetch into `staging` the parts of `objects` (manifest entries) that the (offset, length) `ranges` of each key
+    cover: the blocks holding them, each checked against the manifest's block SHA-256, in sparse local files.
+    An entry without block hashes, or every entry when `ranges` is None, is fetched whole (`download_all`).
+    Returns the `Parts` fetched: nothing else of those files may be read. CheckpointCorrupt like `download_all`."""
+    in_part = [obj for obj in objects if ranges is not None and obj.get("block_sha256")]
+    download_all(store, uri, [obj for obj in objects if obj not in in_part], staging)
+    fetched: Parts = {}
+    jobs: list[tuple[str, str, int, int, str]] = []
+    for obj in in_part:
+        key, size, block, hashes = obj["key"], int(obj["size"]), obj.get("block_size"), obj["block_sha256"]
+        _checked_size(store, uri, obj)
+        if not isinstance(block, int) or block < 1 or len(hashes) != -(-size // block):
+            raise _corrupt(uri, key, f"has block hashes that do not fit its size {size}")
+        wanted: set[int] = set()
+        for offset, length in (ranges or {}).get(key, []):
+            if offset < 0 or length < 0 or offset + length > size:
+                raise _corrupt(uri, key, f"is read at bytes [{offset}, {offset + length}), beyond its {size} bytes")
+            wanted.update(range(offset // block, -(-(offset + length) // block)))
+        path = os.path.join(staging, *key.split("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as handle:
+            handle.truncate(size)
+        jobs.extend((key, path, i * block, min((i + 1) * block, size), hashes[i]) for i in sorted(wanted))
+        fetched[key] = (block, wanted)
+
+    def fetch(job: tuple[str, str, int, int, str]) -> None:
+        key, path, start, end, expected = job
+        try:
+            data = store.read(key, start, end)
+        except StorageNotFound:
+            raise _corrupt(uri, key, "is missing") from None
+        if len(data) != end - start or hashlib.sha256(data).hexdigest() != expected:
+            raise _corrupt(uri, key, f"does not match the SHA-256 of its bytes [{start}, {end})")
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, data, start)
+        finally:
+            os.close(fd)
+
+    with ThreadPoolExecutor(max_workers=TRANSFER_THREADS) as pool:
+        for _ in pool.map(fetch, jobs):
+            pass
+    return fetched
+
+
 def copy_object(store: ObjectStore, src: str, dst: str) -> None:
     """Copy one object within `store` in TRANSFER_CHUNK ranges, so a multi-GiB shard never sits in memory."""
     size = store.size(src)
@@ -102,8 +170,11 @@ def sha256_file(path: str) -> str:
 __all__ = [
     "TRANSFER_CHUNK",
     "TRANSFER_THREADS",
+    "VERIFY_BLOCK",
+    "Parts",
     "copy_object",
     "download_all",
+    "download_parts",
     "sha256_file",
     "upload_dir",
     "upload_file",
