@@ -60,26 +60,32 @@ def _checked_size(store: ObjectStore, uri: str, obj: dict[str, Any]) -> int:
     return size
 
 
-def download_all(store: ObjectStore, uri: str, objects: list[dict[str, Any]], staging: str) -> None:
-    """Fetch `objects` (manifest entries) from `store` into `staging` with parallel ranged reads, then verify each
-    one's size and SHA-256; CheckpointCorrupt (naming `uri`, the checkpoint) for a missing or damaged object."""
-    jobs: list[tuple[str, str, int, int]] = []
-    for obj in objects:
-        key, size = obj["key"], _checked_size(store, uri, obj)
-        path = os.path.join(staging, *key.split("/"))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as handle:
-            handle.truncate(size)
-        jobs.extend((key, path, start, min(start + TRANSFER_CHUNK, size)) for start in range(0, size, TRANSFER_CHUNK))
+_Job = tuple[str, str, int, int, str | None]
+"""(key, local path, start, end, SHA-256 of those bytes or None): one ranged read of a download."""
 
-    def fetch(job: tuple[str, str, int, int]) -> None:
-        key, path, start, end = job
+
+def _local_file(staging: str, key: str, size: int) -> str:
+    """A sparse local file of `size` bytes for `key` under `staging`; its path."""
+    path = os.path.join(staging, *key.split("/"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+    return path
+
+
+def _run_jobs(store: ObjectStore, uri: str, jobs: list[_Job]) -> None:
+    """Read each job's range in parallel, check its length (and SHA-256, if given), and write it in place."""
+
+    def fetch(job: _Job) -> None:
+        key, path, start, end, expected = job
         try:
             data = store.read(key, start, end)
         except StorageNotFound:
             raise _corrupt(uri, key, "is missing") from None
         if len(data) != end - start:
             raise _corrupt(uri, key, f"is shorter than {end} bytes")
+        if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+            raise _corrupt(uri, key, f"does not match the SHA-256 of its bytes [{start}, {end})")
         fd = os.open(path, os.O_WRONLY)
         try:
             os.pwrite(fd, data, start)
@@ -89,6 +95,17 @@ def download_all(store: ObjectStore, uri: str, objects: list[dict[str, Any]], st
     with ThreadPoolExecutor(max_workers=TRANSFER_THREADS) as pool:
         for _ in pool.map(fetch, jobs):
             pass
+
+
+def download_all(store: ObjectStore, uri: str, objects: list[dict[str, Any]], staging: str) -> None:
+    """Fetch `objects` (manifest entries) from `store` into `staging` with parallel ranged reads, then verify each
+    one's size and SHA-256; CheckpointCorrupt (naming `uri`, the checkpoint) for a missing or damaged object."""
+    jobs: list[_Job] = []
+    for obj in objects:
+        key, size = obj["key"], _checked_size(store, uri, obj)
+        path = _local_file(staging, key, size)
+        jobs.extend((key, path, at, min(at + TRANSFER_CHUNK, size), None) for at in range(0, size, TRANSFER_CHUNK))
+    _run_jobs(store, uri, jobs)
     for obj in objects:
         expected = obj.get("sha256")
         if expected and sha256_file(os.path.join(staging, *obj["key"].split("/"))) != expected:
@@ -113,10 +130,14 @@ def download_parts(
     in_part = [obj for obj in objects if ranges is not None and obj.get("block_sha256")]
     download_all(store, uri, [obj for obj in objects if obj not in in_part], staging)
     fetched: Parts = {}
-    jobs: list[tuple[str, str, int, int, str]] = []
+    jobs: list[_Job] = []
     for obj in in_part:
-        key, size, block, hashes = obj["key"], int(obj["size"]), obj.get("block_size"), obj["block_sha256"]
-        _checked_size(store, uri, obj)
+        key, size, block, hashes = (
+            obj["key"],
+            _checked_size(store, uri, obj),
+            obj.get("block_size"),
+            obj["block_sha256"],
+        )
         if not isinstance(block, int) or block < 1 or len(hashes) != -(-size // block):
             raise _corrupt(uri, key, f"has block hashes that do not fit its size {size}")
         wanted: set[int] = set()
@@ -124,30 +145,10 @@ def download_parts(
             if offset < 0 or length < 0 or offset + length > size:
                 raise _corrupt(uri, key, f"is read at bytes [{offset}, {offset + length}), beyond its {size} bytes")
             wanted.update(range(offset // block, -(-(offset + length) // block)))
-        path = os.path.join(staging, *key.split("/"))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as handle:
-            handle.truncate(size)
+        path = _local_file(staging, key, size)
         jobs.extend((key, path, i * block, min((i + 1) * block, size), hashes[i]) for i in sorted(wanted))
         fetched[key] = (block, wanted)
-
-    def fetch(job: tuple[str, str, int, int, str]) -> None:
-        key, path, start, end, expected = job
-        try:
-            data = store.read(key, start, end)
-        except StorageNotFound:
-            raise _corrupt(uri, key, "is missing") from None
-        if len(data) != end - start or hashlib.sha256(data).hexdigest() != expected:
-            raise _corrupt(uri, key, f"does not match the SHA-256 of its bytes [{start}, {end})")
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            os.pwrite(fd, data, start)
-        finally:
-            os.close(fd)
-
-    with ThreadPoolExecutor(max_workers=TRANSFER_THREADS) as pool:
-        for _ in pool.map(fetch, jobs):
-            pass
+    _run_jobs(store, uri, jobs)
     return fetched
 
 
