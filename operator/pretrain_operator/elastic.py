@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from pretrain_trainer.config import WorkersSpec
+from pretrain_trainer.spec_workers import WorkersSpec
 
 from .workers import Worker
 

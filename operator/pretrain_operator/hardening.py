@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pretrain_trainer.config import WorkersSpec
+from pretrain_trainer.spec_workers import WorkersSpec
 
 CACHE_ENV = {
     "XDG_CACHE_HOME": "/tmp/cache",

@@ -36,9 +36,9 @@ def probe_under_fsdp(rank: int, world_size: int, port: int, out_dir: str) -> Non
     from torch.distributed.fsdp import fully_shard
     from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
 
-    from pretrain_trainer.config import ProbesSpec
     from pretrain_trainer.objectives.electra import ElectraPair
     from pretrain_trainer.probe_runs import TrainingProbes
+    from pretrain_trainer.spec_objectives import ProbesSpec
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world_size)

@@ -16,7 +16,6 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from pretrain_trainer.bundled_corpus import load_bundled_documents
-from pretrain_trainer.config import MlmSpec
 from pretrain_trainer.objectives import (
     IGNORE_INDEX,
     MaskingConfig,
@@ -27,6 +26,7 @@ from pretrain_trainer.objectives import (
     sample_span_lengths,
     select_targets,
 )
+from pretrain_trainer.spec_objectives import MlmSpec
 from pretrain_trainer.token_roles import TokenRoles, require_mask
 from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec, train_tokenizer
 

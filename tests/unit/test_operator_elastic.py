@@ -9,8 +9,8 @@ from pretrain_operator import naming
 from pretrain_operator.elastic import SCALED_DOWN, SCALED_UP, Bounds, Decision, Observed, decide, restart_size
 from pretrain_operator.lifecycle import timestamp
 from pretrain_operator.workers import Worker, read_worker
-from pretrain_trainer.config import WorkersSpec
 from pretrain_trainer.contract import EXIT_PREEMPTED
+from pretrain_trainer.spec_workers import WorkersSpec
 from tests.unit.test_operator_lifecycle import (
     SEQ,
     Cluster,

@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
-from pretrain_trainer.config import DenoisingSpec, parse_spec
+from pretrain_trainer.config import parse_spec
 from pretrain_trainer.metrics import model_flops_per_token
 from pretrain_trainer.model import model_info
 from pretrain_trainer.objectives import IGNORE_INDEX, build_objective
@@ -25,6 +25,7 @@ from pretrain_trainer.objectives.span_corruption import (
     sentinel_spans,
 )
 from pretrain_trainer.probe import probe_folder
+from pretrain_trainer.spec_objectives import DenoisingSpec
 from pretrain_trainer.token_roles import TokenRoles
 from pretrain_trainer.tokenizer.train import TokenizerTrainingSpec, save_tokenizer
 from tests.support.data import trained

@@ -32,8 +32,8 @@ import torch
 from tokenizers import Tokenizer
 
 from pretrain_trainer.bundled_corpus import load_bundled_documents
-from pretrain_trainer.config import PROBE_TASKS as TASKS
 from pretrain_trainer.model import max_positions
+from pretrain_trainer.spec_objectives import PROBE_TASKS as TASKS
 from pretrain_trainer.storage import StorageOptions
 
 MAX_TOKENS = 64

@@ -25,7 +25,7 @@ from tokenizers import Tokenizer
 from pretrain_trainer.probe import ProbeResult, probe_model
 
 if TYPE_CHECKING:
-    from pretrain_trainer.config import ProbesSpec
+    from pretrain_trainer.spec_objectives import ProbesSpec
 
 
 def standalone(tokenizer: Tokenizer) -> Tokenizer:

@@ -9,16 +9,10 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from pretrain_trainer.config import (
-    ARCHITECTURES,
-    PROBE_TASKS,
-    SENTENCE_ARCHITECTURES,
-    MlmSpec,
-    PretrainJobSpec,
-    uri_problem,
-)
+from pretrain_trainer.config import ARCHITECTURES, PretrainJobSpec, uri_problem
 from pretrain_trainer.contract import METRICS_PORT, RENDEZVOUS_PORT
 from pretrain_trainer.pod_checks import image_problem, pod_problems
+from pretrain_trainer.spec_objectives import PROBE_TASKS, SENTENCE_ARCHITECTURES, MlmSpec
 from pretrain_trainer.spec_schema import Problem, yaml_name
 
 

@@ -7,7 +7,7 @@ import argparse
 
 from pretrain_trainer.commands.inputs import storage_options
 from pretrain_trainer.commands.registry import CommandTree
-from pretrain_trainer.config import PROBE_TASKS
+from pretrain_trainer.spec_objectives import PROBE_TASKS
 
 
 def cmd_eval_probe(args: argparse.Namespace) -> int:

@@ -28,7 +28,8 @@ from pretrain_trainer.objectives.span_corruption import random_segmentation
 from pretrain_trainer.token_roles import require_mask
 
 if TYPE_CHECKING:
-    from pretrain_trainer.config import DenoisingSpec, PretrainJobSpec
+    from pretrain_trainer.config import PretrainJobSpec
+    from pretrain_trainer.spec_objectives import DenoisingSpec
     from pretrain_trainer.token_roles import TokenRoles
 
 

@@ -31,7 +31,7 @@ from pretrain_trainer.objectives.base import ForwardOutput, Objective
 
 if TYPE_CHECKING:
     from pretrain_trainer.checkpoint import CheckpointManager
-    from pretrain_trainer.config import DistillationSpec
+    from pretrain_trainer.spec_objectives import DistillationSpec
     from pretrain_trainer.storage import StorageOptions
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
     from pretrain_trainer.checkpoint import CheckpointManager
-    from pretrain_trainer.config import ElectraSpec
+    from pretrain_trainer.spec_objectives import ElectraSpec
     from pretrain_trainer.storage import StorageOptions
 
 GENERATOR_FOLDER = "generator"

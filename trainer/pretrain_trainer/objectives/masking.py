@@ -28,7 +28,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from pretrain_trainer.config import MlmSpec, field_problems
+from pretrain_trainer.config import field_problems
+from pretrain_trainer.spec_objectives import MlmSpec
 from pretrain_trainer.token_roles import TokenRoles, require_mask
 
 IGNORE_INDEX = -100
