@@ -282,6 +282,24 @@ def test_a_load_fetches_and_verifies_only_the_blocks_it_reads_so_damage_elsewher
         manager.load(1, *trainables(2))
 
 
+def test_a_checkpoint_whose_manifest_has_no_block_hashes_is_fetched_whole_and_restored(tmp_path):
+    """Checkpoints written before block hashes existed still resume: each file whole, against its SHA-256."""
+    uri = (tmp_path / "ckpt").as_uri()
+    model, optimizer, scheduler = trainables(0)
+    train(model, optimizer, scheduler, 1, data_seed=1)
+    CheckpointManager(uri).save(7, model, optimizer, scheduler, {"step": 7})
+    manifest_path = tmp_path / "ckpt" / step_dir(7) / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    for obj in manifest["objects"]:
+        assert obj.pop("block_sha256") and obj.pop("block_size") == transfer.VERIFY_BLOCK
+    manifest_path.write_text(json.dumps(manifest))
+
+    fresh, fresh_optimizer, fresh_scheduler = trainables(1)
+    assert CheckpointManager(uri).load(7, fresh, fresh_optimizer, fresh_scheduler) == {"step": 7}
+    assert_same_params(fresh, model)
+    assert_same_optimizer(fresh_optimizer.state_dict(), optimizer.state_dict())
+
+
 def test_a_truncated_object_is_reported_as_damaged(root):
     manager = saved(root, [7])
     key = f"{step_dir(7)}/extra-rank0.pt"

@@ -14,10 +14,19 @@ from typing import Any
 
 import pytest
 import torch
+import torch.distributed.checkpoint as dcp
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from pretrain_trainer.checkpoint import MANIFEST, CheckpointManager, step_dir
-from pretrain_trainer.checkpoint.safe_load import MetadataUnpickler, UnsafeCheckpoint, load_metadata
+from pretrain_trainer.checkpoint.agreement import quiet_single_process
+from pretrain_trainer.checkpoint.safe_load import (
+    MetadataUnpickler,
+    SafeFileSystemReader,
+    SafeLoadPlanner,
+    UnsafeCheckpoint,
+    files_to_read,
+    load_metadata,
+)
 from pretrain_trainer.checkpoint.signing import SIGNING_KEY_ENV, CheckpointTampered, signing_key_from_env
 
 KEY = b"0123456789abcdef-test-signing-key"
@@ -126,6 +135,20 @@ def test_the_metadata_unpickler_admits_real_metadata_and_nothing_else(checkpoint
             load_metadata(hostile)
     with pytest.raises(UnsafeCheckpoint, match=r"os\.system"):
         MetadataUnpickler(io.BytesIO(b"cos\nsystem\n(S'true'\ntR.")).load()
+
+
+def test_a_read_outside_the_verified_blocks_of_a_partly_fetched_file_is_refused(checkpoint):
+    """The load plan decides which blocks are fetched and verified; were DCP to read anything else of such a file
+    (unverified, zeros locally), the reader refuses instead of loading it."""
+    _, step_path = checkpoint
+    state = {"model": tiny()[0].state_dict()}
+    reader = SafeFileSystemReader(str(step_path), {"__0_0.distcp": (4096, {0})})
+    with pytest.raises(dcp.CheckpointException), quiet_single_process():
+        dcp.load(state, storage_reader=reader, planner=SafeLoadPlanner(), no_dist=True)
+    assert reader.refused is not None and "outside the verified parts" in str(reader.refused)
+    assert files_to_read(str(step_path / ".metadata"), state) is not None  # the plan itself is readable
+    (step_path / ".metadata").write_bytes(pickle.dumps(print))
+    assert files_to_read(str(step_path / ".metadata"), state) is None  # refused: fetch all, DCP reports it
 
 
 def test_a_signed_checkpoint_resumes_and_its_manifest_carries_the_signature(tmp_path):
