@@ -85,8 +85,11 @@ def test_with_every_checkpoint_damaged_the_run_starts_from_step_zero_and_keeps_t
     manager = saved(local, [2, 4])
     DAMAGE["bit-flip"](manager.store, 2)
     DAMAGE["missing-object"](manager.store, 4)
-    resumed = CheckpointManager(*local).resume(*trainables(1))
+    model, optimizer, scheduler = trainables(1)
+    resumed = CheckpointManager(*local).resume(model, optimizer, scheduler)
     assert resumed is not None and resumed.step == 0 and [s for s, _, _ in resumed.set_aside] == [4, 2]
+    assert not optimizer.state  # as fresh as without checkpoints (loading had initialised it with a zero step)
+    assert all(p.grad is None for p in model.parameters())
     names = sorted({info.key.split("/")[0] for info in manager.store.list("")})
     assert len(names) == 2 and all(".damaged-" in name for name in names)
 

@@ -88,6 +88,8 @@ def resume_newest(
         return Resumed(step, state, aside)
     if aside and manager.rank == 0:
         log.warning("no checkpoint under %s verifies; starting from step 0", manager.uri)
+    if aside and optimizer is not None:
+        optimizer.state.clear()  # a load initialises it (a zero step) before the data shows damage: start fresh
     return Resumed(0, {}, aside) if aside else None
 
 
