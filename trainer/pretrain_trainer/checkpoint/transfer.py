@@ -60,8 +60,8 @@ def _checked_size(store: ObjectStore, uri: str, obj: dict[str, Any]) -> int:
     return size
 
 
-_Job = tuple[str, str, int, int, str | None]
-"""(key, local path, start, end, SHA-256 of those bytes or None): one ranged read of a download."""
+_Job = tuple[str, str, int, int, tuple[int, list[str]] | None]
+"""(key, local path, start, end, None or (block size, SHA-256 of each block from start)): one ranged read."""
 
 
 def _local_file(staging: str, key: str, size: int) -> str:
@@ -84,8 +84,11 @@ def _run_jobs(store: ObjectStore, uri: str, jobs: list[_Job]) -> None:
             raise _corrupt(uri, key, "is missing") from None
         if len(data) != end - start:
             raise _corrupt(uri, key, f"is shorter than {end} bytes")
-        if expected is not None and hashlib.sha256(data).hexdigest() != expected:
-            raise _corrupt(uri, key, f"does not match the SHA-256 of its bytes [{start}, {end})")
+        block, hashes = expected or (1, [])
+        for i, digest in enumerate(hashes):
+            if hashlib.sha256(memoryview(data)[i * block : (i + 1) * block]).hexdigest() != digest:
+                first, last = start + i * block, min(start + (i + 1) * block, end)
+                raise _corrupt(uri, key, f"does not match the SHA-256 of its bytes [{first}, {last})")
         fd = os.open(path, os.O_WRONLY)
         try:
             os.pwrite(fd, data, start)
@@ -146,7 +149,16 @@ def download_parts(
                 raise _corrupt(uri, key, f"is read at bytes [{offset}, {offset + length}), beyond its {size} bytes")
             wanted.update(range(offset // block, -(-(offset + length) // block)))
         path = _local_file(staging, key, size)
-        jobs.extend((key, path, i * block, min((i + 1) * block, size), hashes[i]) for i in sorted(wanted))
+        runs: list[list[int]] = []  # consecutive blocks, read together up to TRANSFER_CHUNK
+        for i in sorted(wanted):
+            if runs and runs[-1][-1] == i - 1 and len(runs[-1]) * block < TRANSFER_CHUNK:
+                runs[-1].append(i)
+            else:
+                runs.append([i])
+        for run in runs:
+            jobs.append(
+                (key, path, run[0] * block, min((run[-1] + 1) * block, size), (block, [hashes[i] for i in run]))
+            )
         fetched[key] = (block, wanted)
     _run_jobs(store, uri, jobs)
     return fetched
