@@ -105,9 +105,7 @@ class Trainer:
         self._open_data()
         self.checkpoints = self._checkpoint_manager()
         # checkpoint.async: the loop waits only for the copy to host memory (a collective: every rank builds it).
-        self.saver = (
-            CheckpointSaver(self.checkpoints, background=self.spec.checkpoint.async_) if self.checkpoints else None
-        )
+        self.saver = self.checkpoints and CheckpointSaver(self.checkpoints, background=self.spec.checkpoint.async_)
         self._build_model()
         self.reporter = Reporter(
             job.name,
@@ -448,9 +446,11 @@ class Trainer:
         """Checkpoint; in the background, the save completes during the next steps and a later poll reports it."""
         assert self.saver is not None
         state = trainer_state(progress, loader.state().as_dict(), self.global_samples, self.job)
+        started = time.monotonic()  # a save still running completes (and is reported) first; that wait blocks too
+        self._saved(self.saver.wait())
         # known_good: the step's loss and grad norm were finite (a non-finite step is never applied nor saved).
-        blocked = self.saver.save(progress.step, self.model, self.optimizer, self.scheduler, state, known_good=True)
-        self.reporter.metrics.observe_checkpoint_blocked(blocked)
+        self.saver.save(progress.step, self.model, self.optimizer, self.scheduler, state, known_good=True)
+        self.reporter.metrics.observe_checkpoint_blocked(time.monotonic() - started)
         self._saved(self.saver.poll())  # a save in place is complete now
 
     def _saved(self, saved: Saved | None) -> None:

@@ -83,7 +83,8 @@ class CheckpointSaver:
         known_good: bool = True,
     ) -> float:
         """Start the checkpoint of `step` (all ranks call this) and return the seconds the caller was blocked:
-        waiting for the previous save, then copying the state to host memory. Raises the previous save's error."""
+        waiting for the previous save, then copying the state to host memory. Raises the previous save's error;
+        a previous save not yet reported by `poll`/`wait` is not reported after this, so wait for it first."""
         started = time.monotonic()
         self.wait()
         state_json = checked_trainer_state(step, trainer_state)
